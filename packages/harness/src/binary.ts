@@ -1,0 +1,74 @@
+// Finds a nats-server binary: NATS_SERVER_BIN, else the project cache (provisioned from Debian's
+// packages on a miss), else a nats-server on PATH.
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
+const cacheDir = process.env.NATS_SERVER_CACHE ?? join(repoRoot, ".cache/nats-server");
+const provisionScript = join(repoRoot, "packages/harness/bin/provision-nats-server.sh");
+
+export interface ServerBinary {
+  path: string;
+  version: string;
+}
+
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split(/[.-]/).map((p) => Number.parseInt(p, 10) || 0);
+  const pb = b.split(/[.-]/).map((p) => Number.parseInt(p, 10) || 0);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+/** Versions in the project cache, oldest first. */
+export function cachedVersions(): string[] {
+  if (!existsSync(cacheDir)) return [];
+  return readdirSync(cacheDir)
+    .filter((v) => /^\d+\.\d+\.\d+/.test(v) && existsSync(join(cacheDir, v, "nats-server")))
+    .sort(compareVersions);
+}
+
+export function binaryVersion(path: string): string {
+  const out = execFileSync(path, ["--version"], { encoding: "utf8" });
+  return out.trim().replace(/^nats-server:\s*v?/, "");
+}
+
+function fromCache(wanted: string | undefined): ServerBinary | undefined {
+  const versions = cachedVersions();
+  const match = wanted
+    ? versions.filter((v) => v === wanted || v.startsWith(`${wanted}.`)).at(-1)
+    : versions.at(-1);
+  return match ? { path: join(cacheDir, match, "nats-server"), version: match } : undefined;
+}
+
+function fromPath(wanted: string | undefined): ServerBinary | undefined {
+  const which = spawnSync("sh", ["-c", "command -v nats-server"], { encoding: "utf8" });
+  const path = which.stdout.trim();
+  if (which.status !== 0 || !path) return undefined;
+  const version = binaryVersion(path);
+  if (wanted && version !== wanted && !version.startsWith(`${wanted}.`)) return undefined;
+  return { path, version };
+}
+
+/** Resolves the binary for NATS_SERVER_VERSION (default: the newest available). */
+export function findServerBinary(wanted = process.env.NATS_SERVER_VERSION || undefined): ServerBinary {
+  const explicit = process.env.NATS_SERVER_BIN;
+  if (explicit) {
+    if (!existsSync(explicit)) throw new Error(`NATS_SERVER_BIN=${explicit} does not exist`);
+    return { path: explicit, version: binaryVersion(explicit) };
+  }
+  const cached = fromCache(wanted);
+  if (cached) return cached;
+  const provisioned = spawnSync("bash", [provisionScript], { stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" });
+  const found = fromCache(wanted) ?? fromPath(wanted);
+  if (found) return found;
+  const have = cachedVersions();
+  const why = provisioned.status !== 0 ? ` (provisioning failed: ${provisioned.stderr.trim()})` : "";
+  throw new Error(
+    `no nats-server ${wanted ?? ""} available${why}; available: ${have.join(", ") || "none"} — set NATS_SERVER_BIN or NATS_SERVER_VERSION`,
+  );
+}

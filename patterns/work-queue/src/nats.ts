@@ -1,0 +1,71 @@
+// Connection, logging and error handling shared by every file of this pattern. Each pattern carries
+// its own copy of this file (kept identical by `pnpm check:sync`) so a pattern folder can be copied
+// out and run on its own.
+import { connect, type NatsConnection, type NodeConnectionOptions } from "@nats-io/transport-node";
+import { credsAuthenticator } from "@nats-io/transport-node";
+import { readFileSync } from "node:fs";
+import { pino, type Logger } from "pino";
+import pretty from "pino-pretty";
+
+export type { Logger };
+
+/** An error whose message is the whole story: printed as one line, no stack trace. */
+export class UserError extends Error {}
+
+export function createLogger(name: string): Logger {
+  const level = process.env.LOG_LEVEL ?? "info";
+  const json = process.env.LOG_FORMAT === "json" || process.argv.includes("--json") || !process.stdout.isTTY;
+  if (json) return pino({ name, level, base: undefined });
+  return pino(
+    { name, level, base: undefined },
+    pretty({ sync: true, colorize: true, ignore: "name", translateTime: "HH:MM:ss.l", singleLine: true }),
+  );
+}
+
+/** Connects the way the NATS CLI does: NATS_URL, NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS. */
+export async function connectFromEnv(name: string, extra: Partial<NodeConnectionOptions> = {}): Promise<NatsConnection> {
+  const servers = process.env.NATS_URL || "nats://127.0.0.1:4222";
+  const opts: NodeConnectionOptions = { servers, name, ...extra };
+  if (process.env.NATS_USER) {
+    opts.user = process.env.NATS_USER;
+    opts.pass = process.env.NATS_PASSWORD ?? "";
+  }
+  if (process.env.NATS_TOKEN) opts.token = process.env.NATS_TOKEN;
+  if (process.env.NATS_CREDS) opts.authenticator = credsAuthenticator(readFileSync(process.env.NATS_CREDS));
+  try {
+    return await connect(opts);
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    if (/authoriz|authentica|credentials/i.test(msg)) {
+      throw new UserError(`nats-server at ${servers} refused the connection (${msg}) — set NATS_USER/NATS_PASSWORD, NATS_TOKEN or NATS_CREDS`);
+    }
+    throw new UserError(`no nats-server at ${servers} (${msg}) — run "docker compose up -d" or set NATS_URL`);
+  }
+}
+
+/** Numeric compare of "2.10.4"-style versions. */
+export function versionAtLeast(version: string | undefined, min: string): boolean {
+  const a = (version ?? "0").split(".").map((p) => Number.parseInt(p, 10) || 0);
+  const b = min.split(".").map((p) => Number.parseInt(p, 10) || 0);
+  for (let i = 0; i < 3; i++) {
+    const d = (a[i] ?? 0) - (b[i] ?? 0);
+    if (d !== 0) return d > 0;
+  }
+  return true;
+}
+
+/** Runs a CLI entry point: Ctrl-C aborts the signal, any error is one line on stderr and exit 1. */
+export function runMain(name: string, fn: (signal: AbortSignal, log: Logger) => Promise<void>): void {
+  const log = createLogger(name);
+  const abort = new AbortController();
+  process.once("SIGINT", () => abort.abort());
+  process.once("SIGTERM", () => abort.abort());
+  fn(abort.signal, log).then(
+    () => process.exit(process.exitCode ?? 0),
+    (err: unknown) => {
+      const msg = err instanceof UserError ? err.message : `${name} failed: ${err instanceof Error ? err.message : String(err)}`;
+      process.stderr.write(`error: ${msg}\n`);
+      process.exit(1);
+    },
+  );
+}

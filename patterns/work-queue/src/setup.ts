@@ -1,0 +1,87 @@
+// The topology of the work queue, declared in one place: the JOBS stream, its dead-letter stream and
+// the durable pull consumer the workers share.
+import {
+  AckPolicy, type ConsumerConfig, type JetStreamManager, JetStreamApiError, RetentionPolicy,
+  StorageType, type StreamConfig,
+} from "@nats-io/jetstream";
+import { nanos } from "@nats-io/transport-node";
+import { UserError } from "./nats.js";
+
+export const STREAM = "JOBS";
+export const SUBJECT_PREFIX = "jobs";
+export const DLQ_STREAM = "JOBS_DLQ";
+export const DLQ_PREFIX = "dlq.jobs";
+export const CONSUMER = "workers";
+
+export interface RetryPolicy {
+  /** Wait before delivery n+1 when delivery n failed or was never acked; the last entry repeats. */
+  backoffMs: number[];
+  /** Deliveries in all; the last failed one goes to the DLQ. */
+  maxDeliver: number;
+}
+
+/** Production-like defaults; the demo and the tests pass shorter waits. */
+export const defaultRetry: RetryPolicy = { backoffMs: [2_000, 10_000, 30_000], maxDeliver: 5 };
+
+type StreamSpec = Partial<StreamConfig> & { name: string };
+
+export const jobsStream: StreamSpec = {
+  name: STREAM,
+  subjects: [`${SUBJECT_PREFIX}.>`],
+  retention: RetentionPolicy.Workqueue, // a job is removed once a worker acks (or terms) it
+  storage: StorageType.File, // jobs survive a server restart
+};
+
+export const dlqStream: StreamSpec = {
+  name: DLQ_STREAM,
+  subjects: [`${DLQ_PREFIX}.>`],
+  retention: RetentionPolicy.Limits, // dead letters stay until someone looks at them
+  storage: StorageType.File,
+  duplicate_window: nanos(10 * 60_000), // a retried dead-lettering within 10 min is stored once
+};
+
+export function workersConsumer(retry: RetryPolicy): Partial<ConsumerConfig> {
+  return {
+    durable_name: CONSUMER, // survives worker restarts; all workers share it and compete
+    ack_policy: AckPolicy.Explicit, // a job is done only when its worker says so
+    max_deliver: retry.maxDeliver, // then the DLQ takes it
+    // The server uses backoff[0] as ack_wait and backoff[n-1] after delivery n times out, so a dead
+    // worker's job comes back on this schedule. Workers also nak failed jobs with the same delays.
+    backoff: retry.backoffMs.map((ms) => nanos(ms)),
+    max_ack_pending: 1_000, // bounds in-flight jobs across all workers
+  };
+}
+
+function isNotFound(err: unknown): boolean {
+  return err instanceof JetStreamApiError && err.status === 404;
+}
+
+async function ensureStream(jsm: JetStreamManager, want: StreamSpec): Promise<void> {
+  try {
+    const { config } = await jsm.streams.info(want.name);
+    for (const key of ["retention", "storage"] as const) {
+      if (config[key] !== want[key]) {
+        throw new UserError(
+          `stream ${want.name} exists with ${key}=${config[key]} but this pattern needs ${key}=${want[key]} — delete it ("nats stream rm ${want.name}") or use another server`,
+        );
+      }
+    }
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    await jsm.streams.add(want);
+  }
+}
+
+/** Creates the streams and the consumer, or checks that existing ones fit. Idempotent. */
+export async function setup(jsm: JetStreamManager, retry: RetryPolicy = defaultRetry): Promise<void> {
+  await ensureStream(jsm, jobsStream);
+  await ensureStream(jsm, dlqStream);
+  const want = workersConsumer(retry);
+  try {
+    await jsm.consumers.info(STREAM, CONSUMER);
+    await jsm.consumers.update(STREAM, CONSUMER, { max_deliver: want.max_deliver, backoff: want.backoff, max_ack_pending: want.max_ack_pending });
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    await jsm.consumers.add(STREAM, want);
+  }
+}

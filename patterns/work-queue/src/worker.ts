@@ -1,0 +1,151 @@
+// A worker: pulls jobs from the shared durable consumer and competes with the other workers for them.
+// Success -> ack (confirmed by the server). Failure -> nak with the backoff delay, or on the last
+// delivery -> DLQ. Malformed payload -> DLQ at once (retrying cannot fix it).
+import { type JsMsg, jetstream } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { deadLetter } from "./dead-letter.js";
+import { type Logger, versionAtLeast } from "./nats.js";
+import { CONSUMER, defaultRetry, type RetryPolicy, STREAM } from "./setup.js";
+
+export interface Job {
+  id: string;
+  task: string;
+  input?: unknown;
+}
+
+export class MalformedJob extends Error {}
+
+export function parseJob(data: Uint8Array): Job {
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder().decode(data));
+  } catch (err) {
+    throw new MalformedJob(`invalid JSON: ${(err as Error).message}`);
+  }
+  const job = value as Partial<Job> | null;
+  if (typeof job !== "object" || job === null || typeof job.id !== "string" || typeof job.task !== "string") {
+    throw new MalformedJob('expected {"id": string, "task": string}');
+  }
+  return job as Job;
+}
+
+export interface JobContext {
+  seq: number;
+  subject: string;
+  /** 1 on the first delivery. */
+  delivery: number;
+  worker: string;
+}
+
+export type Handler = (job: Job, ctx: JobContext) => Promise<void>;
+
+export type Outcome =
+  | { kind: "processed"; job: Job; ctx: JobContext; acked: boolean }
+  | { kind: "retry"; job: Job; ctx: JobContext; reason: string; delayMs: number }
+  | { kind: "dead_lettered"; job?: Job; ctx: JobContext; reason: string };
+
+export interface WorkerOptions {
+  nc: NatsConnection;
+  name: string;
+  handler: Handler;
+  log: Logger;
+  retry?: RetryPolicy;
+  /** Jobs handled at once by this worker (default 1). */
+  concurrency?: number;
+  onOutcome?: (outcome: Outcome) => void;
+}
+
+export interface Worker {
+  name: string;
+  /** Stops pulling, finishes the jobs in hand (within about a second when idle). */
+  stop(): Promise<void>;
+}
+
+export async function startWorker(opts: WorkerOptions): Promise<Worker> {
+  const { nc, name, handler, log } = opts;
+  const retry = opts.retry ?? defaultRetry;
+  const js = jetstream(nc);
+  const consumer = await js.consumers.get(STREAM, CONSUMER);
+  // "+TERM <reason>" is understood from 2.10.4; older servers want a bare +TERM.
+  const termWithReason = versionAtLeast(nc.info?.version, "2.10.4");
+  const backoff = (delivery: number) => retry.backoffMs[Math.min(delivery, retry.backoffMs.length) - 1] ?? 1_000;
+  let stopping = false;
+
+  const toDlq = async (m: JsMsg, ctx: JobContext, reason: string, job?: Job) => {
+    try {
+      await deadLetter(js, { subject: m.subject, seq: m.seq, deliveries: ctx.delivery, reason, by: name, data: m.data, headers: m.headers });
+    } catch (err) {
+      // Not in the DLQ yet: keep the job. If this was its last delivery the dlq-mover takes it.
+      log.error({ seq: m.seq, err: String(err) }, "could not dead-letter; job kept for redelivery");
+      m.nak(backoff(ctx.delivery));
+      return;
+    }
+    if (termWithReason) m.term(reason.slice(0, 200));
+    else m.term();
+    log.warn({ worker: name, seq: m.seq, id: job?.id, reason }, "dead-lettered");
+    opts.onOutcome?.({ kind: "dead_lettered", job, ctx, reason });
+  };
+
+  const handle = async (m: JsMsg) => {
+    const ctx: JobContext = { seq: m.seq, subject: m.subject, delivery: m.info.deliveryCount, worker: name };
+    let job: Job;
+    try {
+      job = parseJob(m.data);
+    } catch (err) {
+      return toDlq(m, ctx, `malformed payload: ${(err as Error).message}`);
+    }
+    // Tell the server we are alive while a long job runs, so its ack_wait does not hand it to another worker.
+    const beat = setInterval(() => m.working(), Math.max(100, backoff(ctx.delivery) / 3));
+    try {
+      await handler(job, ctx);
+    } catch (err) {
+      if (nc.isClosed()) return; // we are going away: the server redelivers the job after ack_wait
+      const reason = err instanceof Error ? err.message : String(err);
+      if (ctx.delivery >= retry.maxDeliver) {
+        return toDlq(m, ctx, `failed on delivery ${ctx.delivery} of ${retry.maxDeliver}: ${reason}`, job);
+      }
+      const delayMs = backoff(ctx.delivery);
+      m.nak(delayMs);
+      log.info({ worker: name, id: job.id, delivery: ctx.delivery, retryInMs: delayMs, reason }, "failed, will retry");
+      opts.onOutcome?.({ kind: "retry", job, ctx, reason, delayMs });
+      return;
+    } finally {
+      clearInterval(beat);
+    }
+    const acked = await m.ackAck().catch(() => false);
+    log.debug({ worker: name, id: job.id, delivery: ctx.delivery }, "processed");
+    opts.onOutcome?.({ kind: "processed", job, ctx, acked });
+  };
+
+  // Each slot pulls one job only when it is free, so no job waits in a client buffer while its
+  // ack_wait runs out (a buffered job would be redelivered to another worker and run twice).
+  const slot = async () => {
+    while (!stopping) {
+      const m = await consumer.next({ expires: 1_000 });
+      if (!m) continue;
+      if (stopping) {
+        m.nak(); // arrived as we stopped: straight back to the queue
+        break;
+      }
+      try {
+        await handle(m);
+      } catch (err) {
+        // Only an unexpected client error lands here; the job is redelivered after ack_wait.
+        log.error({ worker: name, seq: m.seq, err: String(err) }, "job left for redelivery");
+      }
+    }
+  };
+  const done = Promise.all(Array.from({ length: opts.concurrency ?? 1 }, slot)).catch((err: unknown) => {
+    // The connection closed under us (the process is going away): unacked jobs are redelivered.
+    if (!nc.isClosed()) throw err;
+    log.warn({ worker: name }, "connection closed; worker stopped");
+  });
+
+  return {
+    name,
+    async stop() {
+      stopping = true;
+      await done;
+    },
+  };
+}

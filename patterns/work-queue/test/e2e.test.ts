@@ -1,0 +1,297 @@
+import { jetstream, jetstreamManager, type JetStreamManager, type StoredMsg } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { pino } from "pino";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { DlqHeaders, startDeadLetterMover } from "../src/dead-letter.js";
+import { encodeJob, type Outgoing, publishJobs } from "../src/producer.js";
+import { DLQ_STREAM, type RetryPolicy, setup, STREAM } from "../src/setup.js";
+import { type Handler, type Outcome, startWorker, type Worker } from "../src/worker.js";
+
+const retry: RetryPolicy = { backoffMs: [200, 400, 600], maxDeliver: 4 };
+const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
+
+let server: NatsServer;
+let nc: NatsConnection;
+let jsm: JetStreamManager;
+const open: NatsConnection[] = [];
+const workers: Worker[] = [];
+
+beforeAll(async () => {
+  server = await useServer();
+  nc = await connect({ servers: server.url });
+  jsm = await jetstreamManager(nc);
+});
+
+afterAll(async () => {
+  await nc?.close();
+  await server?.stop();
+});
+
+beforeEach(async () => {
+  for (const w of workers.splice(0)) await w.stop();
+  for (const c of open.splice(0)) if (!c.isClosed()) await c.close();
+  for (const s of [STREAM, DLQ_STREAM]) await jsm.streams.delete(s).catch(() => {});
+  await setup(jsm, retry);
+});
+
+/** Records every outcome, so tests can assert on exact counts per job id. */
+function tally() {
+  const outcomes: Outcome[] = [];
+  const ids = (kind: Outcome["kind"]) => outcomes.filter((o) => o.kind === kind).map((o) => o.job?.id ?? `seq-${o.ctx.seq}`);
+  return { outcomes, onOutcome: (o: Outcome) => void outcomes.push(o), ids };
+}
+
+async function spawnWorkers(n: number, handler: Handler, onOutcome: (o: Outcome) => void, prefix = "w"): Promise<NatsConnection[]> {
+  const conns: NatsConnection[] = [];
+  for (let i = 1; i <= n; i++) {
+    const wnc = await connect({ servers: server.url });
+    open.push(wnc);
+    conns.push(wnc);
+    workers.push(await startWorker({ nc: wnc, name: `${prefix}${i}`, handler, log, retry, onOutcome }));
+  }
+  return conns;
+}
+
+async function dlqMessages(): Promise<StoredMsg[]> {
+  const { state } = await jsm.streams.info(DLQ_STREAM);
+  const out: StoredMsg[] = [];
+  for (let seq = state.first_seq; seq <= state.last_seq && state.messages > 0; seq++) {
+    const m = await jsm.streams.getMessage(DLQ_STREAM, { seq });
+    if (m) out.push(m);
+  }
+  return out;
+}
+
+const jobsNamed = (prefix: string, n: number): Outgoing[] =>
+  Array.from({ length: n }, (_, i) => encodeJob({ id: `${prefix}-${i}`, task: "resize" }));
+
+const countBy = (xs: string[]) => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>());
+
+describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
+  it("handles every job exactly once or dead-letters it exactly once: none lost, none in both, load spread over workers", async () => {
+    const good = jobsNamed("good", 240);
+    const poison = jobsNamed("poison", 4);
+    const malformed: Outgoing[] = [0, 1, 2].map((i) => ({ id: `bad-${i}`, subject: "jobs.resize", data: new TextEncoder().encode(i === 2 ? '{"id": 7}' : "{not json") }));
+    const t = tally();
+    const handled: string[] = [];
+    await spawnWorkers(3, async (job) => {
+      await sleep(1 + (job.id.length % 3));
+      if (job.id.startsWith("poison")) throw new Error("boom: cannot process");
+      handled.push(job.id);
+    }, t.onOutcome);
+
+    const all = [...good, ...poison, ...malformed];
+    const res = await publishJobs(jetstream(nc), all);
+    expect(res).toEqual({ stored: all.length, duplicates: 0 });
+    await waitFor("every job accounted for", () => t.ids("processed").length + t.ids("dead_lettered").length >= all.length, { timeoutMs: 30_000 });
+    await sleep(300); // anything extra (a duplicate) would show up now
+
+    const processed = countBy(t.ids("processed"));
+    const dead = countBy(t.ids("dead_lettered"));
+    expect(processed.size).toBe(good.length);
+    expect([...processed.values()].every((n) => n === 1)).toBe(true);
+    expect(countBy(handled).size).toBe(good.length);
+    expect(handled.length).toBe(good.length); // the handler completed each good job once
+    expect(dead.size).toBe(poison.length + malformed.length);
+    expect([...dead.keys()].filter((id) => processed.has(id))).toEqual([]);
+    expect(t.outcomes.filter((o) => o.kind === "processed").every((o) => o.kind === "processed" && o.acked)).toBe(true);
+
+    // Load is spread: more than one worker completed jobs.
+    const perWorker = countBy(t.outcomes.filter((o) => o.kind === "processed").map((o) => o.ctx.worker));
+    expect(perWorker.size).toBeGreaterThan(1);
+
+    // The work stream is empty; the DLQ holds exactly the bad jobs, each once, with the facts.
+    expect((await jsm.streams.info(STREAM)).state.messages).toBe(0);
+    const dlq = await dlqMessages();
+    expect(dlq.length).toBe(poison.length + malformed.length);
+    for (const m of dlq) {
+      const seq = Number(m.header.get(DlqHeaders.Sequence));
+      expect(m.header.get(DlqHeaders.Stream)).toBe(STREAM);
+      expect(m.header.get(DlqHeaders.Subject)).toBe("jobs.resize");
+      expect(m.subject).toBe("dlq.jobs.resize");
+      expect(seq).toBeGreaterThan(0);
+      const reason = m.header.get(DlqHeaders.Reason);
+      if (new TextDecoder().decode(m.data).startsWith('{"id":"poison')) {
+        expect(m.header.get(DlqHeaders.Deliveries)).toBe(String(retry.maxDeliver));
+        expect(reason).toContain("boom: cannot process");
+      } else {
+        expect(m.header.get(DlqHeaders.Deliveries)).toBe("1"); // malformed: no retries
+        expect(reason).toMatch(/^malformed payload: /);
+      }
+    }
+    expect(new Set(dlq.map((m) => m.header.get(DlqHeaders.Sequence))).size).toBe(dlq.length);
+  });
+
+  it("does not dead-letter a job whose first attempts fail and whose last attempt succeeds", async () => {
+    const t = tally();
+    await spawnWorkers(2, async (_job, ctx) => {
+      if (ctx.delivery < retry.maxDeliver) throw new Error(`transient failure ${ctx.delivery}`);
+    }, t.onOutcome);
+    await publishJobs(jetstream(nc), jobsNamed("flaky", 3));
+    await waitFor("3 flaky jobs processed", () => t.ids("processed").length === 3, { timeoutMs: 20_000 });
+    expect(t.ids("dead_lettered")).toEqual([]);
+    expect(t.ids("retry").length).toBe(3 * (retry.maxDeliver - 1));
+    expect((await jsm.streams.info(DLQ_STREAM)).state.messages).toBe(0);
+    expect((await jsm.streams.info(STREAM)).state.messages).toBe(0);
+  });
+
+  it("redelivers a failing job no earlier than its backoff schedule", async () => {
+    const seen: number[] = [];
+    const t = tally();
+    await spawnWorkers(2, async () => {
+      seen.push(performance.now());
+      throw new Error("always fails");
+    }, t.onOutcome);
+    await publishJobs(jetstream(nc), jobsNamed("slow", 1));
+    await waitFor("dead-lettered after max_deliver", () => t.ids("dead_lettered").length === 1, { timeoutMs: 20_000 });
+    expect(seen.length).toBe(retry.maxDeliver);
+    for (let n = 1; n < seen.length; n++) {
+      const gap = seen[n]! - seen[n - 1]!;
+      const due = retry.backoffMs[Math.min(n, retry.backoffMs.length) - 1]!;
+      expect(gap, `gap before delivery ${n + 1}`).toBeGreaterThanOrEqual(due - 1); // 1ms: timer rounding
+    }
+  });
+
+  it("redelivers the job of a worker whose connection dies mid-job to another worker, after ack_wait, nothing lost", async () => {
+    const t = tally();
+    let victimStarted = 0;
+    const [victim] = await spawnWorkers(1, async (job, ctx) => {
+      if (job.id === "jobs-5") {
+        victimStarted = performance.now();
+        await victim!.close(); // the worker "dies" holding the job
+        throw new Error("gone");
+      }
+      void ctx;
+    }, t.onOutcome, "victim");
+    await publishJobs(jetstream(nc), jobsNamed("jobs", 20));
+    await waitFor("the victim took job 5", () => victimStarted > 0);
+    let redeliveredAt = 0;
+    await spawnWorkers(2, async (job) => void (job.id === "jobs-5" && (redeliveredAt = performance.now())), t.onOutcome, "survivor");
+    await waitFor("all 20 jobs processed", () => countBy(t.ids("processed")).size === 20, { timeoutMs: 20_000 });
+    const five = t.outcomes.find((o) => o.kind === "processed" && o.job.id === "jobs-5")!;
+    expect(five.ctx.worker).toMatch(/^survivor/);
+    expect(five.ctx.delivery).toBe(2);
+    expect(redeliveredAt - victimStarted).toBeGreaterThanOrEqual(retry.backoffMs[0]! - 1); // ack_wait = backoff[0]
+    expect(t.ids("processed").length).toBe(20);
+    expect(t.ids("dead_lettered")).toEqual([]);
+    expect((await jsm.streams.info(STREAM)).state.messages).toBe(0);
+  });
+
+  it("redelivers the job of a worker process killed with SIGKILL mid-job, no earlier than ack_wait", async () => {
+    const child = spawn(process.execPath, ["--import", "tsx", "test/worker-process.ts"], {
+      env: { ...process.env, NATS_URL: server.url, BACKOFF_MS: retry.backoffMs.join(","), MAX_DELIVER: String(retry.maxDeliver) },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    const lines = createInterface({ input: child.stdout! });
+    let startedAt = 0;
+    const started = new Promise<string>((resolve) =>
+      lines.on("line", (l) => l.startsWith("started ") && resolve(l.slice(8)) === undefined && (startedAt = performance.now())),
+    );
+    await publishJobs(jetstream(nc), jobsNamed("proc", 1));
+    const id = await Promise.race([started, sleep(15_000).then(() => "timeout")]);
+    expect(id).toBe("proc-0");
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+
+    const t = tally();
+    let redeliveredAt = 0;
+    await spawnWorkers(1, async () => void (redeliveredAt = performance.now()), t.onOutcome);
+    await waitFor("the killed worker's job processed", () => t.ids("processed").length === 1, { timeoutMs: 15_000 });
+    expect(t.ids("processed")).toEqual(["proc-0"]);
+    expect(t.outcomes[0]!.ctx.delivery).toBe(2);
+    // startedAt is when the child's line reached us, a little after the delivery: allow 50ms for that.
+    expect(redeliveredAt - startedAt).toBeGreaterThanOrEqual(retry.backoffMs[0]! - 50);
+    expect((await jsm.streams.info(STREAM)).state.messages).toBe(0);
+  });
+
+  it("dead-letters a job whose every delivery dies unacked (MAX_DELIVERIES advisory), so nothing is stranded", async () => {
+    const moved: number[] = [];
+    const mover = await startDeadLetterMover(nc, log, (seq) => moved.push(seq));
+    try {
+      // A worker that takes jobs and never answers: each delivery times out (a crash loop).
+      const js = jetstream(nc);
+      const sink = await (await js.consumers.get(STREAM, "workers")).consume({ max_messages: 1 });
+      const deliveries: number[] = [];
+      const swallow = (async () => {
+        for await (const m of sink) deliveries.push(m.info.deliveryCount);
+      })();
+      await publishJobs(js, jobsNamed("crashloop", 1));
+      await waitFor("the dlq-mover to move the job", () => moved.length === 1, { timeoutMs: 20_000 });
+      await sink.close();
+      await swallow;
+      expect(deliveries).toEqual([1, 2, 3, 4]);
+      expect((await jsm.streams.info(STREAM)).state.messages).toBe(0);
+      const dlq = await dlqMessages();
+      expect(dlq.length).toBe(1);
+      expect(dlq[0]!.header.get(DlqHeaders.By)).toBe("dlq-mover");
+      expect(dlq[0]!.header.get(DlqHeaders.Deliveries)).toBe(String(retry.maxDeliver));
+      expect(dlq[0]!.json<{ id: string }>().id).toBe("crashloop-0");
+    } finally {
+      await mover.stop();
+    }
+  });
+
+  it("sweeps a job that ran out of deliveries while no dlq-mover was listening into the DLQ, once", async () => {
+    const js = jetstream(nc);
+    const sink = await (await js.consumers.get(STREAM, "workers")).consume({ max_messages: 1 });
+    let deliveries = 0;
+    const swallow = (async () => {
+      for await (const _ of sink) deliveries++;
+    })();
+    await publishJobs(js, jobsNamed("stranded", 1));
+    await waitFor("max deliveries used up", () => deliveries === retry.maxDeliver, { timeoutMs: 20_000 });
+    await sleep(retry.backoffMs.at(-1)! + 300); // the last delivery's ack_wait runs out
+    await sink.close();
+    await swallow;
+    expect((await jsm.streams.info(STREAM)).state.messages).toBe(1); // stranded: no consumer will deliver it again
+
+    const mover = await startDeadLetterMover(nc, log);
+    try {
+      expect(await mover.sweep()).toBe(1);
+      expect(await mover.sweep()).toBe(0); // idempotent
+    } finally {
+      await mover.stop();
+    }
+    expect((await jsm.streams.info(STREAM)).state.messages).toBe(0);
+    const dlq = await dlqMessages();
+    expect(dlq.map((m) => m.json<{ id: string }>().id)).toEqual(["stranded-0"]);
+  });
+
+  it("stops a worker gracefully: the job in hand finishes and is acked, the rest go to the other workers", async () => {
+    const t = tally();
+    let inHand = "";
+    await spawnWorkers(1, async (job) => {
+      if (!inHand) {
+        inHand = job.id;
+        await sleep(300);
+      }
+    }, t.onOutcome, "leaving");
+    await publishJobs(jetstream(nc), jobsNamed("drain", 30));
+    await waitFor("the leaving worker holds a job", () => inHand !== "");
+    const leaving = workers.pop()!;
+    await leaving.stop();
+    expect(t.ids("processed")).toContain(inHand);
+    await spawnWorkers(2, async () => {}, t.onOutcome, "staying");
+    await waitFor("all 30 processed", () => countBy(t.ids("processed")).size === 30, { timeoutMs: 20_000 });
+    expect(t.ids("processed").length).toBe(30);
+    expect((await jsm.streams.info(STREAM)).state.messages).toBe(0);
+  });
+
+  it("refuses an existing JOBS stream with the wrong retention, with a clear message", async () => {
+    await jsm.streams.delete(STREAM);
+    await jsm.streams.add({ name: STREAM, subjects: ["jobs.>"] });
+    await expect(setup(jsm, retry)).rejects.toThrow(/stream JOBS exists with retention=limits but this pattern needs retention=workqueue/);
+  });
+
+  it("stores a job published twice with the same id once", async () => {
+    const js = jetstream(nc);
+    const first = await publishJobs(js, jobsNamed("dup", 5));
+    const again = await publishJobs(js, jobsNamed("dup", 5));
+    expect(first).toEqual({ stored: 5, duplicates: 0 });
+    expect(again).toEqual({ stored: 0, duplicates: 5 });
+    expect((await jsm.streams.info(STREAM)).state.messages).toBe(5);
+  });
+});
