@@ -63,7 +63,9 @@ export function runMain(name: string, fn: (signal: AbortSignal, log: Logger) => 
   fn(abort.signal, log).then(
     () => process.exit(process.exitCode ?? 0),
     (err: unknown) => {
-      const msg = err instanceof UserError ? err.message : `${name} failed: ${err instanceof Error ? err.message : String(err)}`;
+      const badArgs = String((err as { code?: string })?.code).startsWith("ERR_PARSE_ARGS");
+      const text = err instanceof Error ? err.message : String(err);
+      const msg = err instanceof UserError ? text : badArgs ? `${text} (see --help)` : `${name} failed: ${text}`;
       process.stderr.write(`error: ${msg}\n`);
       process.exit(1);
     },

@@ -1,0 +1,86 @@
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { repoRoot } from "../src/binary.js";
+import { freePort, type NatsServer, startServer } from "../src/server.js";
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function run(args: string[], env: NodeJS.ProcessEnv = {}, command = process.execPath): Promise<Run> {
+  const argv = command === process.execPath ? ["--import", "tsx", join(repoRoot, "packages/harness/src/run-pattern.ts"), ...args] : args;
+  const merged: NodeJS.ProcessEnv = { ...process.env, LOG_FORMAT: "json", ...env };
+  for (const [k, v] of Object.entries(env)) if (v === undefined) delete merged[k];
+  return new Promise((resolve) => {
+    const child = spawn(command, argv, { cwd: repoRoot, env: merged, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const oneLine = (s: string) => s.trim().split("\n");
+const noStack = (s: string) => !/^\s+at /m.test(s);
+
+let server: NatsServer;
+beforeAll(async () => {
+  server = await startServer();
+});
+afterAll(async () => {
+  await server?.stop();
+});
+
+describe("pnpm run pattern", () => {
+  it("lists the patterns and exits non-zero when no pattern is named", async () => {
+    const r = await run([]);
+    expect(r.code).toBe(2);
+    expect(oneLine(r.stderr)).toHaveLength(1);
+    expect(r.stderr).toMatch(/usage: pnpm run pattern <name>.*work-queue/);
+  });
+
+  it("rejects an unknown pattern with one line naming the choices", async () => {
+    const r = await run(["no-such-pattern"]);
+    expect(r.code).toBe(2);
+    expect(oneLine(r.stderr)).toEqual([expect.stringMatching(/^error: unknown pattern "no-such-pattern" — choose one of: .*work-queue/)]);
+  });
+
+  it("reports an unreachable NATS_URL in one line, without a stack trace", async () => {
+    const port = await freePort();
+    const r = await run(["work-queue"], { NATS_URL: `nats://127.0.0.1:${port}` });
+    expect(r.code).toBe(1);
+    expect(oneLine(r.stderr)).toEqual([expect.stringMatching(new RegExp(`^error: no nats-server at nats://127.0.0.1:${port} .*NATS_URL`))]);
+    expect(noStack(r.stderr + r.stdout)).toBe(true);
+  });
+
+  it("rejects a bad option value in one line", async () => {
+    const r = await run(["work-queue", "--jobs", "many"], { NATS_URL: server.url });
+    expect(r.code).toBe(1);
+    expect(oneLine(r.stderr)).toEqual(['error: --jobs must be a positive integer, got "many"']);
+  });
+
+  it("runs work-queue against NATS_URL and accounts for every job: lost=0, duplicates=0", async () => {
+    const r = await run(["work-queue", "--jobs", "60", "--workers", "2"], { NATS_URL: server.url });
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const summary = r.stdout.trim().split("\n").map((l) => JSON.parse(l)).find((l) => String(l.msg).startsWith("summary"));
+    expect(summary).toMatchObject({ published: 61, lost: 0, duplicates: 0, left_in_queue: 0 });
+    expect(summary.processed + summary.dead_lettered).toBe(61);
+    expect(summary.dead_lettered).toBeGreaterThanOrEqual(2); // a poison job and a malformed one
+  });
+
+  it("starts its own nats-server when NATS_URL is unset (through pnpm, as the README says)", async () => {
+    const r = await run(["run", "--silent", "pattern", "work-queue", "--jobs", "20"], { NATS_URL: undefined }, "pnpm");
+    expect(r.stderr).toMatch(/started nats-server \d+\.\d+\.\d+ on nats:\/\/127\.0\.0\.1:\d+/);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/summary: processed=\d+ dead_lettered=\d+ lost=0 duplicates=0/);
+  });
+});
