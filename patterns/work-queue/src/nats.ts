@@ -1,6 +1,7 @@
 // Connection, logging and error handling shared by every file of this pattern. Each pattern carries
 // its own copy of this file (kept identical by `pnpm check:sync`) so a pattern folder can be copied
 // out and run on its own.
+import { JetStreamApiError, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream";
 import { connect, type NatsConnection, type NodeConnectionOptions } from "@nats-io/transport-node";
 import { credsAuthenticator } from "@nats-io/transport-node";
 import { readFileSync } from "node:fs";
@@ -52,6 +53,33 @@ export function versionAtLeast(version: string | undefined, min: string): boolea
     if (d !== 0) return d > 0;
   }
   return true;
+}
+
+export type StreamSpec = Partial<StreamConfig> & { name: string };
+
+export function isNotFound(err: unknown): boolean {
+  return err instanceof JetStreamApiError && err.status === 404;
+}
+
+/**
+ * Creates the stream, or checks that an existing one has the settings this pattern depends on.
+ * A mismatch is reported, never silently changed: the stream may hold someone's data.
+ */
+export async function ensureStream(jsm: JetStreamManager, want: StreamSpec, keys: (keyof StreamConfig)[] = ["retention", "storage"]): Promise<StreamConfig> {
+  try {
+    const { config } = await jsm.streams.info(want.name);
+    for (const key of keys) {
+      if (want[key] !== undefined && JSON.stringify(config[key]) !== JSON.stringify(want[key])) {
+        throw new UserError(
+          `stream ${want.name} exists with ${key}=${JSON.stringify(config[key])} but this pattern needs ${key}=${JSON.stringify(want[key])} — delete it ("nats stream rm ${want.name}") or use another server`,
+        );
+      }
+    }
+    return config;
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    return (await jsm.streams.add(want)).config;
+  }
 }
 
 /** Runs a CLI entry point: Ctrl-C aborts the signal, any error is one line on stderr and exit 1. */

@@ -1,11 +1,8 @@
 // The topology of the work queue, declared in one place: the JOBS stream, its dead-letter stream and
 // the durable pull consumer the workers share.
-import {
-  AckPolicy, type ConsumerConfig, type JetStreamManager, JetStreamApiError, RetentionPolicy,
-  StorageType, type StreamConfig,
-} from "@nats-io/jetstream";
+import { AckPolicy, type ConsumerConfig, type JetStreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
-import { UserError } from "./nats.js";
+import { ensureStream, isNotFound, type StreamSpec } from "./nats.js";
 
 export const STREAM = "JOBS";
 export const SUBJECT_PREFIX = "jobs";
@@ -22,8 +19,6 @@ export interface RetryPolicy {
 
 /** Production-like defaults; the demo and the tests pass shorter waits. */
 export const defaultRetry: RetryPolicy = { backoffMs: [2_000, 10_000, 30_000], maxDeliver: 5 };
-
-type StreamSpec = Partial<StreamConfig> & { name: string };
 
 export const jobsStream: StreamSpec = {
   name: STREAM,
@@ -50,26 +45,6 @@ export function workersConsumer(retry: RetryPolicy): Partial<ConsumerConfig> {
     backoff: retry.backoffMs.map((ms) => nanos(ms)),
     max_ack_pending: 1_000, // bounds in-flight jobs across all workers
   };
-}
-
-function isNotFound(err: unknown): boolean {
-  return err instanceof JetStreamApiError && err.status === 404;
-}
-
-async function ensureStream(jsm: JetStreamManager, want: StreamSpec): Promise<void> {
-  try {
-    const { config } = await jsm.streams.info(want.name);
-    for (const key of ["retention", "storage"] as const) {
-      if (config[key] !== want[key]) {
-        throw new UserError(
-          `stream ${want.name} exists with ${key}=${config[key]} but this pattern needs ${key}=${want[key]} — delete it ("nats stream rm ${want.name}") or use another server`,
-        );
-      }
-    }
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-    await jsm.streams.add(want);
-  }
 }
 
 /** Creates the streams and the consumer, or checks that existing ones fit. Idempotent. */

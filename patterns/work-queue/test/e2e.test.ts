@@ -283,7 +283,7 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
   it("refuses an existing JOBS stream with the wrong retention, with a clear message", async () => {
     await jsm.streams.delete(STREAM);
     await jsm.streams.add({ name: STREAM, subjects: ["jobs.>"] });
-    await expect(setup(jsm, retry)).rejects.toThrow(/stream JOBS exists with retention=limits but this pattern needs retention=workqueue/);
+    await expect(setup(jsm, retry)).rejects.toThrow(/stream JOBS exists with retention="limits" but this pattern needs retention="workqueue"/);
   });
 
   it("stores a job published twice with the same id once", async () => {

@@ -1,0 +1,124 @@
+import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
+import { pino } from "pino";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { type Received, startSubscriber, type Subscriber } from "../src/consumer.js";
+import { orderEvents, publishEvents } from "../src/producer.js";
+import { addConsumer, CONSUMERS, type Retention, setup, streams } from "../src/setup.js";
+
+const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
+let server: NatsServer;
+let nc: NatsConnection;
+let jsm: JetStreamManager;
+const subs: Subscriber[] = [];
+
+beforeAll(async () => {
+  server = await useServer();
+  nc = await connect({ servers: server.url });
+  jsm = await jetstreamManager(nc);
+});
+
+afterAll(async () => {
+  await nc?.close();
+  await server?.stop();
+});
+
+beforeEach(async () => {
+  for (const s of subs.splice(0)) await s.stop();
+  for (const r of ["limits", "interest"] as const) await jsm.streams.delete(streams[r].name).catch(() => {});
+  await setup(jsm);
+});
+
+function collect() {
+  const got: Received[] = [];
+  const by = (consumer: string) => got.filter((r) => r.consumer === consumer);
+  return { got, by, onEvent: (r: Received) => void got.push(r) };
+}
+
+const stored = async (r: Retention) => (await jsm.streams.info(streams[r].name)).state.messages;
+
+describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
+  for (const retention of ["limits", "interest"] as const) {
+    it(`delivers every event once to each consumer, in order per subject (${retention} retention)`, async () => {
+      const c = collect();
+      for (const name of CONSUMERS) {
+        // Each consumer at its own pace: analytics is slow, the others are not.
+        const handler = name === "analytics" ? async () => void (await sleep(2)) : undefined;
+        subs.push(await startSubscriber({ nc, retention, name, log, onEvent: c.onEvent, handler }));
+      }
+      const events = orderEvents(40);
+      await publishEvents(jetstream(nc), events, [retention]);
+      await waitFor("every consumer has every event", () => CONSUMERS.every((n) => c.by(n).length >= events.length), { timeoutMs: 30_000 });
+      await sleep(200); // a duplicate would show up now
+      for (const name of CONSUMERS) {
+        const mine = c.by(name);
+        expect(mine.length, name).toBe(events.length);
+        expect(new Set(mine.map((r) => `${r.event.orderId}-${r.event.type}`)).size, name).toBe(events.length);
+        for (const type of ["created", "paid", "shipped"]) {
+          const seqs = mine.filter((r) => r.event.type === type).map((r) => r.seq);
+          expect(seqs, `${name} ${type}`).toEqual([...seqs].sort((a, b) => a - b));
+          expect(new Set(seqs).size).toBe(seqs.length);
+        }
+        // Overall arrival order is the publish order too (no failures, so no redeliveries).
+        expect(mine.map((r) => r.event.n)).toEqual(events.map((e) => e.n));
+      }
+      await waitFor("acks applied", async () => (await stored(retention)) === (retention === "limits" ? events.length : 0));
+    });
+  }
+
+  it("lets a late joiner on the Limits stream replay the whole history", async () => {
+    const c = collect();
+    for (const name of CONSUMERS) subs.push(await startSubscriber({ nc, retention: "limits", name, log, onEvent: c.onEvent }));
+    const events = orderEvents(30);
+    await publishEvents(jetstream(nc), events, ["limits"]);
+    await waitFor("the first consumers are done", () => CONSUMERS.every((n) => c.by(n).length === events.length));
+    await addConsumer(jsm, "limits", "audit");
+    subs.push(await startSubscriber({ nc, retention: "limits", name: "audit", log, onEvent: c.onEvent }));
+    await waitFor("audit replayed", () => c.by("audit").length === events.length);
+    await sleep(200);
+    expect(c.by("audit").map((r) => r.event.n)).toEqual(events.map((e) => e.n));
+    expect(await stored("limits")).toBe(events.length);
+  });
+
+  it("on the Interest stream, removes an event exactly when the last consumer acks it", async () => {
+    const js = jetstream(nc);
+    await publishEvents(js, orderEvents(1).slice(0, 1), ["interest"]);
+    expect(await stored("interest")).toBe(1);
+    const left: number[] = [];
+    for (const name of CONSUMERS) {
+      const m = await (await js.consumers.get(streams.interest.name, name)).next({ expires: 5_000 });
+      expect(m, name).not.toBeNull();
+      expect(await m!.ackAck()).toBe(true);
+      if (name !== CONSUMERS.at(-1)) await sleep(100); // give a premature removal time to show
+      left.push(await stored("interest"));
+    }
+    // Still there after billing and shipping acked; gone once analytics, the last one, acked.
+    expect(left.slice(0, -1)).toEqual([1, 1]);
+    await waitFor("the event is removed", async () => (await stored("interest")) === 0, { timeoutMs: 2_000 });
+  });
+
+  it("keeps a stopped consumer's events on the Interest stream until it comes back", async () => {
+    const c = collect();
+    const running = new Map<string, Subscriber>();
+    for (const name of CONSUMERS) running.set(name, await startSubscriber({ nc, retention: "interest", name, log, onEvent: c.onEvent }));
+    const js = jetstream(nc);
+    const first = orderEvents(10, "a");
+    await publishEvents(js, first, ["interest"]);
+    await waitFor("all consumers got the first batch", () => CONSUMERS.every((n) => c.by(n).length === first.length));
+
+    await running.get("analytics")!.stop(); // analytics goes down
+    const second = orderEvents(10, "b");
+    await publishEvents(js, second, ["interest"]);
+    await waitFor("billing and shipping got the second batch", () => ["billing", "shipping"].every((n) => c.by(n).length === first.length + second.length));
+    await sleep(300);
+    expect(await stored("interest")).toBe(second.length); // held for analytics only
+
+    subs.push(await startSubscriber({ nc, retention: "interest", name: "analytics", log, onEvent: c.onEvent }));
+    running.delete("analytics");
+    subs.push(...running.values());
+    await waitFor("analytics caught up", () => c.by("analytics").length === first.length + second.length);
+    expect(c.by("analytics").map((r) => r.event.n)).toEqual([...first, ...second].map((e) => e.n));
+    await waitFor("the interest stream drained", async () => (await stored("interest")) === 0);
+  });
+});
