@@ -1,0 +1,114 @@
+// Idempotent publishing: every message carries a Nats-Msg-Id, so a retry after a timeout or a
+// reconnect is acked as a duplicate instead of being stored twice (within the duplicate_window).
+import { type JetStreamClient, JetStreamApiError, jetstream } from "@nats-io/jetstream";
+import { pathToFileURL } from "node:url";
+import { connectFromEnv, runMain, UserError } from "./nats.js";
+import { STREAM, SUBJECT_PREFIX } from "./setup.js";
+
+export interface Outgoing {
+  subject: string;
+  /** The Nats-Msg-Id: derived from the business key (a payment id), never random per attempt. */
+  id: string;
+  data: Uint8Array;
+}
+
+export interface Published {
+  id: string;
+  seq: number;
+  /** True when the server had this id already: nothing new was stored. */
+  duplicate: boolean;
+  attempts: number;
+  /** Set when the message could not be published (not retryable, or out of attempts). */
+  error?: string;
+}
+
+export interface RetryOptions {
+  /** Attempts per message (default 8). */
+  attempts?: number;
+  /** Ack timeout of the first attempt, doubled on each retry up to 5s (default 2000). */
+  timeoutMs?: number;
+}
+
+export function payment(id: string, amount: number): Outgoing {
+  return { subject: `${SUBJECT_PREFIX}.captured`, id, data: new TextEncoder().encode(JSON.stringify({ id, amount })) };
+}
+
+type ErrorLike = { name?: string; message?: string; cause?: { name?: string; message?: string } } | undefined;
+
+/** No stream answered: nats.js reports it as JetStreamNotEnabled with a "no responders" cause. */
+function isNoResponders(err: unknown): boolean {
+  const e = err as ErrorLike;
+  return e?.name === "JetStreamNotEnabled" || e?.name === "NoRespondersError" || /no responders/i.test(e?.cause?.message ?? "");
+}
+
+/**
+ * Worth retrying with the same id: ack timeouts, 503s, and no responders — which is what a publish
+ * sees while a restarted server is still loading its streams (and, for good, on a subject no stream
+ * listens on: hence the bounded attempts).
+ */
+export function isRetryable(err: unknown): boolean {
+  if (err instanceof JetStreamApiError) return err.status === 503;
+  const e = err as ErrorLike;
+  return isNoResponders(err) || [e?.name, e?.cause?.name].includes("TimeoutError") || /timeout/i.test(e?.message ?? "");
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Publishes one message, retrying retryable failures with the same msg id. Never throws. */
+export async function publishIdempotent(js: JetStreamClient, msg: Outgoing, opts: RetryOptions = {}): Promise<Published> {
+  const attempts = opts.attempts ?? 8;
+  let timeout = opts.timeoutMs ?? 2_000;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const ack = await js.publish(msg.subject, msg.data, { msgID: msg.id, timeout, expect: { streamName: STREAM } });
+      return { id: msg.id, seq: ack.seq, duplicate: ack.duplicate, attempts: attempt };
+    } catch (err) {
+      const text = isNoResponders(err)
+        ? `no stream answered on ${msg.subject} (no responders): is the stream created and JetStream enabled?`
+        : err instanceof Error ? err.message : String(err);
+      if (!isRetryable(err) || attempt >= attempts) return { id: msg.id, seq: 0, duplicate: false, attempts: attempt, error: text };
+      await sleep(Math.min(50 * attempt, 500));
+      timeout = Math.min(timeout * 2, 5_000);
+    }
+  }
+}
+
+/**
+ * Pipelined publishing: up to `window` messages in flight, each retried on its own with its own id.
+ * The window is the back-pressure: a new publish starts only when one in flight has finished.
+ * Results come back in input order.
+ */
+export async function publishPipelined(js: JetStreamClient, msgs: Outgoing[], opts: RetryOptions & { window?: number } = {}): Promise<Published[]> {
+  const results: Published[] = new Array(msgs.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < msgs.length) {
+      const i = next++;
+      results[i] = await publishIdempotent(js, msgs[i]!, opts);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(opts.window ?? 256, msgs.length) }, lane));
+  return results;
+}
+
+export function tally(results: Published[]) {
+  return {
+    stored: results.filter((r) => !r.error && !r.duplicate).length,
+    duplicates: results.filter((r) => r.duplicate).length,
+    retried: results.filter((r) => r.attempts > 1).length,
+    failed: results.filter((r) => r.error).length,
+  };
+}
+
+// CLI: `tsx src/producer.ts <payment-id> [amount]` publishes one payment; run it twice: one "stored", one "duplicate".
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  runMain("producer", async (_signal, log) => {
+    const [id, amount = "100"] = process.argv.slice(2);
+    if (!id) throw new UserError("usage: tsx src/producer.ts <payment-id> [amount]");
+    const nc = await connectFromEnv("dedup-producer");
+    const r = await publishIdempotent(jetstream(nc), payment(id, Number(amount)));
+    if (r.error) throw new UserError(`could not publish ${id}: ${r.error}`);
+    log.info(r, r.duplicate ? "duplicate: already stored, nothing new" : "stored");
+    await nc.drain();
+  });
+}

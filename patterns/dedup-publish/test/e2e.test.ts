@@ -1,0 +1,140 @@
+import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { readStored, storedTwice } from "../src/consumer.js";
+import { type Outgoing, payment, publishIdempotent, publishPipelined, tally } from "../src/producer.js";
+import { setup, STREAM } from "../src/setup.js";
+
+let server: NatsServer;
+let nc: NatsConnection;
+let jsm: JetStreamManager;
+
+beforeAll(async () => {
+  server = await useServer();
+  nc = await connect({ servers: server.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
+  jsm = await jetstreamManager(nc);
+});
+
+afterAll(async () => {
+  await nc?.close();
+  await server?.stop();
+});
+
+beforeEach(async () => {
+  await jsm.streams.delete(STREAM).catch(() => {});
+  await setup(jsm, 60_000);
+});
+
+const payments = (prefix: string, n: number): Outgoing[] => Array.from({ length: n }, (_, i) => payment(`${prefix}-${i}`, i));
+
+async function expectEachIdOnce(ids: string[]) {
+  const stored = await readStored(nc);
+  expect(storedTwice(stored)).toEqual([]);
+  expect(stored.length).toBe(ids.length);
+  expect(new Set(stored.map((s) => s.id))).toEqual(new Set(ids));
+}
+
+describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
+  it("stores each id once however often it is sent, and reports the extra sends as duplicates", async () => {
+    const unique = payments("p", 300);
+    // Every third payment is sent three times, the copies racing each other in the same pipeline.
+    const sends = unique.flatMap((m, i) => (i % 3 === 0 ? [m, m, m] : [m]));
+    const results = await publishPipelined(jetstream(nc), sends, { window: 64 });
+    expect(tally(results)).toMatchObject({ stored: 300, duplicates: 200, failed: 0 });
+    // Per id: exactly one send was stored, the rest were duplicates pointing at the same sequence.
+    for (const m of unique) {
+      const mine = results.filter((r) => r.id === m.id);
+      expect(mine.filter((r) => !r.duplicate)).toHaveLength(1);
+      expect(new Set(mine.map((r) => r.seq)).size).toBe(1);
+    }
+    await expectEachIdOnce(unique.map((m) => m.id));
+  });
+
+  it("retries after ack timeouts with the same id and never stores twice", async () => {
+    const msgs = payments("t", 500);
+    const results = await publishPipelined(jetstream(nc), msgs, { window: 256, timeoutMs: 1 });
+    const t = tally(results);
+    expect(t.failed).toBe(0);
+    expect(t.retried).toBeGreaterThan(0); // the 1ms timeout did force retries
+    // A retry of a publish the server had already stored is reported as a duplicate.
+    expect(results.filter((r) => r.attempts > 1 && r.duplicate).length).toBeGreaterThan(0);
+    expect(t.stored + t.duplicates).toBe(500);
+    await expectEachIdOnce(msgs.map((m) => m.id));
+  });
+
+  it("stores the same id again once the duplicate window has passed", async () => {
+    const windowMs = 1_000;
+    await setup(jsm, windowMs); // updates the window of the existing stream
+    expect((await jsm.streams.info(STREAM)).config.duplicate_window).toBe(windowMs * 1_000_000);
+    const js = jetstream(nc);
+    const m = payment("edge", 1);
+    const first = await publishIdempotent(js, m);
+    const inside = await publishIdempotent(js, m);
+    expect(first.duplicate).toBe(false);
+    expect(inside).toMatchObject({ duplicate: true, seq: first.seq });
+    const start = performance.now();
+    await sleep(windowMs);
+    // The server forgets ids on a timer, so allow it a little past the window (bounded).
+    let after = await publishIdempotent(js, m);
+    for (let i = 0; i < 20 && after.duplicate; i++) after = await sleep(100).then(() => publishIdempotent(js, m));
+    expect(performance.now() - start).toBeGreaterThanOrEqual(windowMs);
+    expect(after.duplicate).toBe(false);
+    expect(after.seq).toBeGreaterThan(first.seq);
+    expect((await readStored(nc)).map((s) => s.id)).toEqual(["edge", "edge"]);
+  });
+
+  it("a publisher interrupted mid-stream (connection closed) and restarted with the same ids stores each once", async () => {
+    const msgs = payments("i", 1_000);
+    const first = await connect({ servers: server.url });
+    const js1 = jetstream(first);
+    const run = publishPipelined(js1, msgs, { window: 32, attempts: 1 });
+    // Close the connection once a few hundred are through.
+    await waitFor("300 stored", async () => (await jsm.streams.info(STREAM)).state.messages >= 300, { everyMs: 5 });
+    await first.close();
+    const interrupted = await run;
+    const storedBefore = (await jsm.streams.info(STREAM)).state.messages;
+    expect(interrupted.some((r) => r.error)).toBe(true); // it really was cut off
+    expect(storedBefore).toBeLessThan(1_000);
+
+    // The restarted producer does not know what got through: it sends everything again.
+    const second = await connect({ servers: server.url });
+    const results = await publishPipelined(jetstream(second), msgs, { window: 64 });
+    await second.close();
+    const t = tally(results);
+    expect(t.failed).toBe(0);
+    expect(t.duplicates).toBe(storedBefore);
+    expect(t.stored).toBe(1_000 - storedBefore);
+    await expectEachIdOnce(msgs.map((m) => m.id));
+  });
+
+  it.skipIf(!!process.env.NATS_URL)("carries on across a server restart, retrying with the same ids: each stored once", async () => {
+    const msgs = payments("r", 600);
+    const run = publishPipelined(jetstream(nc), msgs, { window: 16, timeoutMs: 500, attempts: 30 });
+    await waitFor("200 stored", async () => (await jsm.streams.info(STREAM)).state.messages >= 200, { everyMs: 5 });
+    await server.restart(); // same port, same store dir
+    const results = await run;
+    const t = tally(results);
+    expect(results.filter((r) => r.error).slice(0, 3)).toEqual([]);
+    expect(t.failed).toBe(0);
+    expect(t.stored + t.duplicates).toBe(600);
+    await waitFor("reconnected", () => !nc.isClosed() && nc.info !== undefined);
+    await expectEachIdOnce(msgs.map((m) => m.id));
+  });
+
+  it("surfaces a non-retryable error per message instead of retrying it", async () => {
+    const js = jetstream(nc);
+    const wrong = { subject: "payments.captured", id: "x", data: new Uint8Array() };
+    // Expecting the wrong stream is a server-side rejection: not retried, reported on that message.
+    const r = await js.publish(wrong.subject, wrong.data, { msgID: "x", expect: { streamName: "NOT_PAYMENTS" } }).then(
+      () => "stored",
+      (err: Error) => err.message,
+    );
+    expect(r).toMatch(/expected stream does not match/i);
+    const res = await publishPipelined(js, [payment("ok", 1), { ...payment("nowhere", 2), subject: "nowhere.captured" }], { attempts: 2, timeoutMs: 200 });
+    expect(res[0]).toMatchObject({ id: "ok", duplicate: false });
+    expect(res[0]!.error).toBeUndefined();
+    expect(res[1]!.error).toMatch(/no responders|timeout/i);
+    expect(res[1]!.attempts).toBe(2);
+  });
+});
