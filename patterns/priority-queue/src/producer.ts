@@ -1,0 +1,35 @@
+// Publishes tasks at a priority level: the level is the subject.
+import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
+import { pathToFileURL } from "node:url";
+import { connectFromEnv, runMain, UserError } from "./nats.js";
+import { type Level, LEVELS, STREAM, subjectFor } from "./setup.js";
+
+export interface Task {
+  id: string;
+  level: Level;
+}
+
+/** Publishes with up to `window` acks outstanding, each with its id as Nats-Msg-Id. */
+export async function publishTasks(js: JetStreamClient, tasks: Task[], opts: { window?: number; subject?: (t: Task) => string; stream?: string } = {}): Promise<void> {
+  const window = opts.window ?? 128;
+  const subject = opts.subject ?? ((t: Task) => subjectFor(t.level));
+  for (let i = 0; i < tasks.length; i += window) {
+    await Promise.all(tasks.slice(i, i + window).map((t) => js.publish(subject(t), JSON.stringify(t), { msgID: t.id, expect: { streamName: opts.stream ?? STREAM } })));
+  }
+}
+
+export function tasksAt(level: Level, count: number, prefix: string = level): Task[] {
+  return Array.from({ length: count }, (_, i) => ({ id: `${prefix}-${i}`, level }));
+}
+
+// CLI: `tsx src/producer.ts <high|normal|low> [count]` (setup must have run: main.ts does it).
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  runMain("producer", async (_signal, log) => {
+    const [level, n = "10"] = process.argv.slice(2);
+    if (!LEVELS.includes(level as Level)) throw new UserError(`level must be one of ${LEVELS.join(", ")}, got "${level ?? ""}"`);
+    const nc = await connectFromEnv("priority-producer");
+    await publishTasks(jetstream(nc), tasksAt(level as Level, Number(n), `${level}-${Date.now().toString(36)}`));
+    log.info({ level, count: Number(n) }, "published");
+    await nc.drain();
+  });
+}
