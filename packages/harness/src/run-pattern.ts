@@ -1,17 +1,10 @@
 // `pnpm run pattern <name> [options]`: runs a pattern's demo (patterns/<name>/src/main.ts) against
 // NATS_URL if set, else against a nats-server it starts itself and stops afterwards.
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { repoRoot } from "./binary.js";
+import { patternNames } from "./patterns.js";
 import { type NatsServer, startServer } from "./server.js";
-
-export function patternNames(): string[] {
-  const dir = join(repoRoot, "patterns");
-  return readdirSync(dir)
-    .filter((name) => existsSync(join(dir, name, "src/main.ts")))
-    .sort();
-}
 
 const usage = (names: string[]) =>
   `usage: pnpm run pattern <name> [options]   (pattern: ${names.join(", ")}; options: pnpm run pattern <name> --help)`;

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { repoRoot } from "../src/binary.js";
+import { compareVersions, repoRoot } from "../src/binary.js";
 import { freePort, type NatsServer, startServer } from "../src/server.js";
 
 interface Run {
@@ -82,5 +82,31 @@ describe("pnpm run pattern", () => {
     expect(r.stderr).toMatch(/started nats-server \d+\.\d+\.\d+ on nats:\/\/127\.0\.0\.1:\d+/);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/summary: processed=\d+ dead_lettered=\d+ lost=0 duplicates=0/);
+  });
+
+  for (const name of ["fanout", "dedup-publish", "ordered-replay", "priority-queue"]) {
+    it(`runs ${name} against NATS_URL and ends with a summary line that shows the guarantee held`, async () => {
+      const r = await run([name], { NATS_URL: server.url });
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+      const summary = lines.at(-1);
+      expect(summary.msg).toMatch(/^summary: /);
+      expect(summary.msg).toMatch(/lost=0/);
+      if (name === "priority-queue") {
+        // Native priority groups are version-gated: the demo must say which technique it used.
+        const old = compareVersions(server.version, "2.11.0") < 0;
+        const warned = lines.some((l) => String(l.msg).includes(`priority groups need nats-server >= 2.11 (prioritized >= 2.12); this server is ${server.version}: using subjects per level`));
+        expect(warned).toBe(old);
+        expect(summary.native).toBe(old ? "unavailable (subjects per level)" : compareVersions(server.version, "2.12.0") < 0 ? "overflow" : "prioritized+overflow");
+      }
+    });
+  }
+
+  it("prints a pattern's options with --help, without starting a server", async () => {
+    const r = await run(["priority-queue", "--help"], { NATS_URL: undefined });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/usage: pnpm run pattern priority-queue/);
+    expect(r.stderr).not.toMatch(/started nats-server/);
   });
 });

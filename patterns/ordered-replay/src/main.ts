@@ -85,6 +85,11 @@ runMain("ordered-replay", async (signal, log) => {
 
   await positions.delete(projector);
   await nc.drain();
-  log.info({ replayed: all.res.count, problems }, `summary: replayed=${all.res.count} resumed_at=${resumed.seqs[0]} (position ${saved}) followed=${followed.length}/${appended.length} gaps_or_out_of_order=${problems}`);
-  if (problems > 0) process.exitCode = 1;
+  const replayed = new Set([...all.seqs, ...followed]);
+  const lost = [...seqsA, ...seqsB, ...appended].filter((seq) => !replayed.has(seq)).length;
+  log.info(
+    { replayed: all.res.count, resumed_at: resumed.seqs[0], saved_position: saved, followed: followed.length, problems, lost },
+    `summary: replayed=${all.res.count} resumed_at=${resumed.seqs[0]} (position ${saved}) followed=${followed.length}/${appended.length} gaps_or_out_of_order=${problems} lost=${lost}`,
+  );
+  if (problems > 0 || lost !== 0) process.exitCode = 1;
 });
