@@ -41,7 +41,12 @@ const enc = new TextEncoder();
 
 /** One task from a level, or null at once if it has none. */
 async function pullNoWait(nc: NatsConnection, level: Level): Promise<Msg | null> {
-  const r = await nc.request(`$JS.API.CONSUMER.MSG.NEXT.${STREAM}.${consumerFor(level)}`, JSON.stringify({ batch: 1, no_wait: true }), { timeout: 5_000, noMux: true });
+  const subject = `$JS.API.CONSUMER.MSG.NEXT.${STREAM}.${consumerFor(level)}`;
+  const r = await nc.request(subject, JSON.stringify({ batch: 1, no_wait: true }), { timeout: 5_000, noMux: true }).catch((err: unknown) => {
+    if (nc.isClosed()) throw err;
+    return null; // a timeout or a reconnect: treat the level as empty this time, the loop asks again
+  });
+  if (!r) return null;
   // A status reply (404 no messages, 408, 409) has a code and no ack subject; a task has both reply and no code.
   return r.reply && !(r.headers?.code ?? 0) ? r : null;
 }

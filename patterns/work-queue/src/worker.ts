@@ -121,7 +121,12 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   // ack_wait runs out (a buffered job would be redelivered to another worker and run twice).
   const slot = async () => {
     while (!stopping) {
-      const m = await consumer.next({ expires: 1_000 });
+      // A failed pull (missed heartbeats under load, a reconnect) is not the end of the worker: pull again.
+      const m = await consumer.next({ expires: 1_000 }).catch((err: unknown) => {
+        if (nc.isClosed()) throw err;
+        log.debug({ worker: name, err: String(err) }, "pull failed; pulling again");
+        return new Promise<null>((r) => setTimeout(() => r(null), 100));
+      });
       if (!m) continue;
       if (stopping) {
         m.nak(); // arrived as we stopped: straight back to the queue
