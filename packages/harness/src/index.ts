@@ -1,3 +1,4 @@
-export { compareVersions, findServerBinary, repoRoot, type ServerBinary } from "./binary.js";
-export { freePort, startServer, useServer, type NatsServer, type ServerOptions } from "./server.js";
+export { cachedVersions, compareVersions, findServerBinary, repoRoot, type ServerBinary } from "./binary.js";
+export { type ClusterNode, type NatsCluster, startCluster } from "./cluster.js";
+export { freePort, type NatsServer, type ServerOptions, startServer, useServer } from "./server.js";
 export { sleep, waitFor } from "./testing.js";

@@ -30,14 +30,18 @@ if (provision.status !== 0) {
 }
 const versions = values.versions ? values.versions.split(",") : cachedVersions();
 
-// Test projects: the patterns, then the harness (runner and CLI behaviour).
+// Test projects: the patterns, then packages/* (the harness's CLI tests, the fault suite).
 const projects = ["patterns", "packages"].flatMap((dir) =>
   spawnSync("ls", [join(repoRoot, dir)], { encoding: "utf8" })
     .stdout.split("\n")
     .filter((name) => name && existsSync(join(repoRoot, dir, name, "package.json")))
     .filter((name) => JSON.parse(readFileSync(join(repoRoot, dir, name, "package.json"), "utf8")).scripts?.test)
     .filter((name) => positionals.length === 0 || positionals.includes(name))
-    .map((name) => ({ name, dir: join(repoRoot, dir, name) })),
+    .map((name) => {
+      const pkg = JSON.parse(readFileSync(join(repoRoot, dir, name, "package.json"), "utf8"));
+      // "matrix": {"versions": "newest"} runs a package on the newest server only (the fault suite).
+      return { name, dir: join(repoRoot, dir, name), newestOnly: pkg.matrix?.versions === "newest" };
+    }),
 );
 if (projects.length === 0) {
   process.stderr.write(`error: no test project matches ${positionals.join(", ")}\n`);
@@ -82,8 +86,10 @@ function runOne(project: { name: string; dir: string }, version: string): Promis
 }
 
 const cells: Cell[] = [];
+const newest = versions.at(-1);
 for (const version of versions) {
   for (const project of projects) {
+    if (project.newestOnly && version !== newest) continue;
     const cell = await runOne(project, version);
     cells.push(cell);
     const status = cell.ok ? "ok  " : "FAIL";
@@ -96,8 +102,8 @@ const width = Math.max(...projects.map((p) => p.name.length), 8) + 2;
 const lines = [col("", width) + versions.map((v) => col(v, 14)).join("")];
 for (const project of projects) {
   const row = versions.map((v) => {
-    const c = cells.find((x) => x.project === project.name && x.version === v)!;
-    return col(`${c.ok ? "pass" : "FAIL"} ${c.passed}/${c.passed + c.failed}`, 14);
+    const c = cells.find((x) => x.project === project.name && x.version === v);
+    return col(c ? `${c.ok ? "pass" : "FAIL"} ${c.passed}/${c.passed + c.failed}` : "-", 14);
   });
   lines.push(col(project.name, width) + row.join(""));
 }

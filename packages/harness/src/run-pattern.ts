@@ -4,10 +4,11 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { repoRoot } from "./binary.js";
 import { patternNames } from "./patterns.js";
-import { type NatsServer, startServer } from "./server.js";
+import { startCluster } from "./cluster.js";
+import { startServer } from "./server.js";
 
 const usage = (names: string[]) =>
-  `usage: pnpm run pattern <name> [options]   (pattern: ${names.join(", ")}; options: pnpm run pattern <name> --help)`;
+  `usage: pnpm run pattern <name> [--cluster] [options]   (pattern: ${names.join(", ")}; options: pnpm run pattern <name> --help)`;
 
 function fail(message: string): never {
   process.stderr.write(`error: ${message}\n`);
@@ -24,14 +25,21 @@ async function main(): Promise<number> {
   if (!names.includes(name)) fail(`unknown pattern "${name}" — choose one of: ${names.join(", ")}`);
 
   const env = { ...process.env };
-  let server: NatsServer | undefined;
+  let server: { stop(): Promise<void> } | undefined;
   const wantsHelp = rest.includes("--help") || rest.includes("-h");
+  // --cluster (or NATS_CLUSTER=1): a local 3-node cluster, and R3 streams.
+  const cluster = rest.includes("--cluster") || env.NATS_CLUSTER === "1";
+  const args = rest.filter((a) => a !== "--cluster");
+  if (cluster && env.NATS_URL) fail("--cluster starts its own 3-node cluster: unset NATS_URL, or drop --cluster and set NATS_REPLICAS=3 for your cluster");
   if (!env.NATS_URL && !wantsHelp) {
-    server = await startServer().catch((err: Error) => fail(`could not start nats-server: ${err.message.split("\n")[0]}`));
-    env.NATS_URL = server.url;
-    process.stderr.write(`started nats-server ${server.version} on ${server.url} (temp store; stopped when the demo ends; set NATS_URL to use your own)\n`);
+    const what = cluster ? "a 3-node nats-server cluster" : "nats-server";
+    const started = await (cluster ? startCluster() : startServer()).catch((err: Error) => fail(`could not start ${what}: ${err.message.split("\n")[0]}`));
+    server = started;
+    env.NATS_URL = started.url;
+    if (cluster) env.NATS_REPLICAS = env.NATS_REPLICAS ?? "3";
+    process.stderr.write(`started ${what} ${started.version} on ${started.url} (temp store; stopped when the demo ends; set NATS_URL to use your own)\n`);
   }
-  const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "patterns", name, "src/main.ts"), ...rest], {
+  const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "patterns", name, "src/main.ts"), ...args], {
     cwd: join(repoRoot, "patterns", name),
     env,
     stdio: "inherit",

@@ -103,6 +103,15 @@ describe("pnpm run pattern", () => {
     });
   }
 
+  it("runs work-queue --cluster on a local 3-node cluster with R3 streams", async () => {
+    const r = await run(["work-queue", "--cluster", "--jobs", "40"], { NATS_URL: undefined });
+    expect(r.stderr).toMatch(/^started a 3-node nats-server cluster \d+\.\d+\.\d+ on nats:\/\/127\.0\.0\.1:\d+,nats:\/\/127\.0\.0\.1:\d+,nats:\/\/127\.0\.0\.1:\d+ /);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    expect(lines.find((l) => String(l.msg).startsWith("connected"))).toMatchObject({ replicas: 3 });
+    expect(lines.at(-1)).toMatchObject({ lost: 0, duplicates: 0, left_in_queue: 0 });
+  });
+
   it("prints a pattern's options with --help, without starting a server", async () => {
     const r = await run(["priority-queue", "--help"], { NATS_URL: undefined });
     expect(r.code).toBe(0);

@@ -27,6 +27,8 @@ export interface RetryOptions {
   attempts?: number;
   /** Ack timeout of the first attempt, doubled on each retry up to 5s (default 2000). */
   timeoutMs?: number;
+  /** The stream the message must land in (default PAYMENTS). */
+  stream?: string;
 }
 
 export function payment(id: string, amount: number): Outgoing {
@@ -60,7 +62,7 @@ export async function publishIdempotent(js: JetStreamClient, msg: Outgoing, opts
   let timeout = opts.timeoutMs ?? 2_000;
   for (let attempt = 1; ; attempt++) {
     try {
-      const ack = await js.publish(msg.subject, msg.data, { msgID: msg.id, timeout, expect: { streamName: STREAM } });
+      const ack = await js.publish(msg.subject, msg.data, { msgID: msg.id, timeout, expect: { streamName: opts.stream ?? STREAM } });
       return { id: msg.id, seq: ack.seq, duplicate: ack.duplicate, attempts: attempt };
     } catch (err) {
       const text = isNoResponders(err)

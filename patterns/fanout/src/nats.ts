@@ -26,7 +26,7 @@ export function createLogger(name: string): Logger {
 /** Connects the way the NATS CLI does: NATS_URL, NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS. */
 export async function connectFromEnv(name: string, extra: Partial<NodeConnectionOptions> = {}): Promise<NatsConnection> {
   const servers = process.env.NATS_URL || "nats://127.0.0.1:4222";
-  const opts: NodeConnectionOptions = { servers, name, ...extra };
+  const opts: NodeConnectionOptions = { servers: servers.split(",").map((s) => s.trim()), name, ...extra };
   if (process.env.NATS_USER) {
     opts.user = process.env.NATS_USER;
     opts.pass = process.env.NATS_PASSWORD ?? "";
@@ -57,6 +57,13 @@ export function versionAtLeast(version: string | undefined, min: string): boolea
 
 export type StreamSpec = Partial<StreamConfig> & { name: string };
 
+/** Copies of each stream: NATS_REPLICAS (3 on a 3-node cluster), default 1. */
+export function replicas(): number {
+  const n = Number(process.env.NATS_REPLICAS ?? 1);
+  if (!Number.isInteger(n) || n < 1 || n > 5) throw new UserError(`NATS_REPLICAS must be 1 to 5, got "${process.env.NATS_REPLICAS}"`);
+  return n;
+}
+
 export function isNotFound(err: unknown): boolean {
   return err instanceof JetStreamApiError && err.status === 404;
 }
@@ -78,7 +85,7 @@ export async function ensureStream(jsm: JetStreamManager, want: StreamSpec, keys
     return config;
   } catch (err) {
     if (!isNotFound(err)) throw err;
-    return (await jsm.streams.add(want)).config;
+    return (await jsm.streams.add({ num_replicas: replicas(), ...want })).config;
   }
 }
 

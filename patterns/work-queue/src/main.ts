@@ -4,7 +4,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { parseArgs } from "node:util";
 import { startDeadLetterMover } from "./dead-letter.js";
-import { connectFromEnv, runMain, UserError } from "./nats.js";
+import { connectFromEnv, replicas, runMain, UserError } from "./nats.js";
 import { encodeJob, type Outgoing, publishJobs } from "./producer.js";
 import { DLQ_STREAM, type RetryPolicy, setup, STREAM } from "./setup.js";
 import { type Handler, type Outcome, startWorker, type Worker } from "./worker.js";
@@ -36,7 +36,7 @@ runMain("work-queue", async (signal, log) => {
 
   const nc = await connectFromEnv("work-queue-demo");
   const jsm = await jetstreamManager(nc);
-  log.info({ server: nc.info?.version }, `connected; creating stream ${STREAM}, dead-letter stream ${DLQ_STREAM}, consumer "workers"`);
+  log.info({ server: nc.info?.version, replicas: replicas() }, `connected; creating stream ${STREAM}, dead-letter stream ${DLQ_STREAM}, consumer "workers"`);
   await setup(jsm, demoRetry);
 
   // Tally by job id: the guarantee is that each job is processed once or dead-lettered once, never both.

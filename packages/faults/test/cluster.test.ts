@@ -1,0 +1,110 @@
+// A 3-node cluster with R3 streams: the stream leader is killed (SIGKILL) under load.
+import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { type NatsCluster, sleep, startCluster, waitFor } from "@repo/harness";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { publishPipelined } from "../../../patterns/dedup-publish/src/producer.js";
+import { appendEvents, ledgerEvents } from "../../../patterns/ordered-replay/src/producer.js";
+import { replay } from "../../../patterns/ordered-replay/src/replayer.js";
+import { setup as setupLedger, STREAM as LEDGER } from "../../../patterns/ordered-replay/src/setup.js";
+import { startDeadLetterMover } from "../../../patterns/work-queue/src/dead-letter.js";
+import { DLQ_STREAM, type RetryPolicy, setup, STREAM } from "../../../patterns/work-queue/src/setup.js";
+import { allMessages, jobs, Ledger, spawnWorker, type WorkerProcess } from "./helpers.js";
+
+const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
+const retry: RetryPolicy = { backoffMs: [1_000, 1_000, 1_000], maxDeliver: 4 };
+let cluster: NatsCluster;
+let nc: NatsConnection;
+let jsm: JetStreamManager;
+
+beforeAll(async () => {
+  process.env.NATS_REPLICAS = "3"; // the patterns' setup creates R3 streams
+  cluster = await startCluster();
+  nc = await connect({ servers: cluster.url.split(","), reconnectTimeWait: 100, maxReconnectAttempts: -1 });
+  jsm = await jetstreamManager(nc);
+});
+
+afterAll(async () => {
+  delete process.env.NATS_REPLICAS;
+  await nc?.close();
+  await cluster?.stop();
+});
+
+async function leaderOf(stream: string): Promise<string> {
+  const info = await jsm.streams.info(stream);
+  expect(info.config.num_replicas).toBe(3);
+  return info.cluster!.leader!;
+}
+
+/** Waits until every replica of the stream is current, i.e. the restarted node has caught up. */
+async function caughtUp(stream: string) {
+  await waitFor(`${stream} replicas current`, async () => {
+    const info = await jsm.streams.info(stream).catch(() => undefined);
+    const replicas = info?.cluster?.replicas ?? [];
+    return replicas.length === 2 && replicas.every((r) => r.current && !r.offline);
+  }, { timeoutMs: 60_000, everyMs: 250 });
+}
+
+describe(`3-node cluster, nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
+  it("work-queue: the stream leader is killed under publish + consume load; no acked job is lost, accounting holds, the node catches up", async () => {
+    await setup(jsm, retry);
+    const mover = await startDeadLetterMover(nc, log);
+    const ledger = new Ledger();
+    const workers: WorkerProcess[] = ["w1", "w2", "w3"].map((name) => spawnWorker(name, cluster.url, retry, ledger));
+    await Promise.all(workers.map((w) => w.ready));
+
+    const all = jobs("cj", 1_500);
+    const poison = all.filter((j) => j.subject === "jobs.poison").length;
+    // A steady stream of jobs: 15 batches of 100, 100ms apart, so the kill lands mid-publish.
+    let batchesDone = 0;
+    const publishing = (async () => {
+      const results = [];
+      for (let i = 0; i < all.length; i += 100) {
+        results.push(...(await publishPipelined(jetstream(nc), all.slice(i, i + 100), { stream: STREAM, window: 32, timeoutMs: 1_000, attempts: 30 })));
+        batchesDone++;
+        await sleep(100);
+      }
+      return results;
+    })();
+    await waitFor("300 processed", () => ledger.processed.size >= 300, { timeoutMs: 60_000 });
+    const leader = cluster.node(await leaderOf(STREAM));
+    await leader.kill();
+    expect(batchesDone).toBeLessThan(15); // still publishing when the leader died
+    const published = await publishing;
+    expect(published.filter((r) => r.error)).toEqual([]); // every job acked, some after a retry
+
+    await waitFor("every job accounted for", () => ledger.accounted() >= all.length, { timeoutMs: 90_000 });
+    expect(await leaderOf(STREAM)).not.toBe(leader.name); // a new leader took over
+    expect(ledger.accounted()).toBe(all.length); // processed + dead-lettered = published: acked-and-missing = 0
+    expect(ledger.inBoth()).toEqual([]);
+    expect(ledger.deadLettered.size).toBe(poison);
+    await waitFor("the work stream drained", async () => (await jsm.streams.info(STREAM)).state.messages === 0);
+    expect((await allMessages(jsm, DLQ_STREAM)).length).toBe(poison);
+
+    await leader.restart();
+    await cluster.ready();
+    await caughtUp(STREAM);
+    await caughtUp(DLQ_STREAM);
+    for (const w of workers) await w.stop();
+    await mover.stop();
+  });
+
+  it("ordered-replay: gap-free and in order across a stream leader change", async () => {
+    await setupLedger(jsm, nc);
+    await appendEvents(jetstream(nc), ledgerEvents(3_000));
+    const seqs: number[] = [];
+    const replaying = replay({ nc, log, name: "cluster", from: "start", handler: async (e) => {
+      seqs.push(e.seq);
+      if (e.seq % 100 === 0) await sleep(25);
+    } });
+    await waitFor("a fifth replayed", () => seqs.length >= 600);
+    const leader = cluster.node(await leaderOf(LEDGER));
+    await leader.kill();
+    await replaying;
+    expect(seqs).toEqual(Array.from({ length: 3_000 }, (_, i) => i + 1));
+    await leader.restart();
+    await cluster.ready();
+    await caughtUp(LEDGER);
+  });
+});

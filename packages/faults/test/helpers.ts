@@ -1,0 +1,65 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
+import { encodeJob, type Outgoing } from "../../../patterns/work-queue/src/producer.js";
+import type { RetryPolicy } from "../../../patterns/work-queue/src/setup.js";
+
+/** What worker processes reported: job id -> how many times processed / dead-lettered. */
+export class Ledger {
+  processed = new Map<string, number>();
+  deadLettered = new Map<string, number>();
+  record(line: { processed?: string; dead_lettered?: string }) {
+    if (line.processed) this.processed.set(line.processed, (this.processed.get(line.processed) ?? 0) + 1);
+    if (line.dead_lettered) this.deadLettered.set(line.dead_lettered, (this.deadLettered.get(line.dead_lettered) ?? 0) + 1);
+  }
+  accounted(): number {
+    return new Set([...this.processed.keys(), ...this.deadLettered.keys()]).size;
+  }
+  inBoth(): string[] {
+    return [...this.processed.keys()].filter((id) => this.deadLettered.has(id));
+  }
+}
+
+export interface WorkerProcess {
+  name: string;
+  child: ChildProcess;
+  ready: Promise<void>;
+  kill(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function spawnWorker(name: string, url: string, retry: RetryPolicy, ledger: Ledger): WorkerProcess {
+  const child = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "../src/worker-process.ts")], {
+    env: { ...process.env, NATS_URL: url, WORKER_NAME: name, BACKOFF_MS: retry.backoffMs.join(","), MAX_DELIVER: String(retry.maxDeliver) },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let resolveReady: () => void = () => {};
+  const ready = new Promise<void>((r) => (resolveReady = r));
+  createInterface({ input: child.stdout! }).on("line", (l) => {
+    const line = JSON.parse(l) as { ready?: string; processed?: string; dead_lettered?: string };
+    if (line.ready) resolveReady();
+    else ledger.record(line);
+  });
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  const signal = async (sig: NodeJS.Signals) => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(sig);
+    await exited;
+  };
+  return { name, child, ready, kill: () => signal("SIGKILL"), stop: () => signal("SIGTERM") };
+}
+
+/** n jobs, every `poisonEvery`-th one a poison job that always fails. */
+export function jobs(prefix: string, n: number, poisonEvery = 50): Outgoing[] {
+  return Array.from({ length: n }, (_, i) => encodeJob({ id: `${prefix}-${i}`, task: i % poisonEvery === 7 ? "poison" : "resize" }));
+}
+
+export async function allMessages(jsm: JetStreamManager, stream: string): Promise<StoredMsg[]> {
+  const { state } = await jsm.streams.info(stream);
+  const out: StoredMsg[] = [];
+  for (let seq = state.first_seq; state.messages > 0 && seq <= state.last_seq; seq++) {
+    const m = await jsm.streams.getMessage(stream, { seq });
+    if (m) out.push(m);
+  }
+  return out;
+}

@@ -1,0 +1,49 @@
+// Work-queue worker processes killed with SIGKILL in the middle of a run.
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { type NatsServer, startServer, waitFor } from "@repo/harness";
+import { afterEach, describe, expect, it } from "vitest";
+import { publishPipelined } from "../../../patterns/dedup-publish/src/producer.js";
+import { jetstream } from "@nats-io/jetstream";
+import { DLQ_STREAM, type RetryPolicy, setup, STREAM } from "../../../patterns/work-queue/src/setup.js";
+import { allMessages, jobs, Ledger, spawnWorker, type WorkerProcess } from "./helpers.js";
+
+const retry: RetryPolicy = { backoffMs: [500, 500, 500], maxDeliver: 3 };
+let server: NatsServer | undefined;
+const workers: WorkerProcess[] = [];
+afterEach(async () => {
+  for (const w of workers.splice(0)) await w.kill();
+  await server?.stop();
+});
+
+describe("work-queue worker processes killed mid-run", () => {
+  it("redelivers the killed workers' jobs: processed + dead-lettered = published, none in both", async () => {
+    server = await startServer();
+    const nc = await connect({ servers: server.url });
+    const jsm = await jetstreamManager(nc);
+    await setup(jsm, retry);
+    const ledger = new Ledger();
+    for (const name of ["w1", "w2", "w3"]) workers.push(spawnWorker(name, server.url, retry, ledger));
+    await Promise.all(workers.map((w) => w.ready));
+
+    const all = jobs("job", 600);
+    const poison = all.filter((j) => j.subject === "jobs.poison").length;
+    const published = await publishPipelined(jetstream(nc), all, { stream: STREAM });
+    expect(published.filter((r) => r.error)).toEqual([]);
+
+    await waitFor("a third processed", () => ledger.processed.size >= 200, { timeoutMs: 30_000 });
+    await workers[0]!.kill(); // SIGKILL, jobs in hand
+    await waitFor("two thirds processed", () => ledger.processed.size >= 400, { timeoutMs: 30_000 });
+    await workers[1]!.kill();
+    workers.push(spawnWorker("w4", server.url, retry, ledger));
+    await waitFor("every job accounted for", () => ledger.accounted() >= all.length, { timeoutMs: 60_000 });
+
+    expect(ledger.accounted()).toBe(all.length);
+    expect(ledger.inBoth()).toEqual([]);
+    expect(ledger.deadLettered.size).toBe(poison);
+    expect((await jsm.streams.info(STREAM)).state.messages).toBe(0);
+    const dlq = await allMessages(jsm, DLQ_STREAM);
+    expect(dlq.length).toBe(poison); // each dead letter stored once
+    await nc.close();
+  });
+});
