@@ -3,7 +3,7 @@ import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jet
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type NatsCluster, sleep, startCluster, waitFor } from "@repo/harness";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { publishPipelined } from "../../../patterns/dedup-publish/src/producer.js";
 import { appendEvents, ledgerEvents } from "../../../patterns/ordered-replay/src/producer.js";
 import { replay } from "../../../patterns/ordered-replay/src/replayer.js";
@@ -18,18 +18,30 @@ let cluster: NatsCluster;
 let nc: NatsConnection;
 let jsm: JetStreamManager;
 
-beforeAll(async () => {
+// A fresh cluster for each test: a fault in one test must not shape the next.
+beforeEach(async () => {
   process.env.NATS_REPLICAS = "3"; // the patterns' setup creates R3 streams
   cluster = await startCluster();
   nc = await connect({ servers: cluster.url.split(","), reconnectTimeWait: 100, maxReconnectAttempts: -1 });
   jsm = await jetstreamManager(nc);
 });
 
-afterAll(async () => {
+afterEach(async () => {
   delete process.env.NATS_REPLICAS;
   await nc?.close();
   await cluster?.stop();
 });
+
+/** What each running node says about the meta group and the streams, for a failure message. */
+async function nodeViews() {
+  return Promise.all(cluster.nodes.filter((n) => n.running()).map(async (n) => {
+    const c = await connect({ servers: n.url, timeout: 2_000 }).catch(() => undefined);
+    if (!c) return { node: n.name, connect: "failed" };
+    const info = await jetstreamManager(c, { timeout: 2_000 }).then((m) => m.streams.info(LEDGER)).then((i) => ({ leader: i.cluster?.leader, replicas: i.cluster?.replicas?.map((r) => `${r.name}:${r.current}`) }), (e: Error) => e.message);
+    await c.close();
+    return { node: n.name, info, log: n.log().split("\n").filter((l) => /\[(WRN|ERR)\]|leader/i.test(l)).slice(-4) };
+  }));
+}
 
 async function leaderOf(stream: string): Promise<string> {
   const info = await jsm.streams.info(stream);
@@ -74,7 +86,11 @@ describe(`3-node cluster, nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
     const published = await publishing;
     expect(published.filter((r) => r.error)).toEqual([]); // every job acked, some after a retry
 
-    await waitFor("every job accounted for", () => ledger.accounted() >= all.length, { timeoutMs: 90_000 });
+    const missing = () => all.map((j) => j.id).filter((id) => !ledger.processed.has(id) && !ledger.deadLettered.has(id));
+    await waitFor("every job accounted for", () => ledger.accounted() >= all.length, {
+      timeoutMs: 90_000,
+      detail: async () => ({ accounted: ledger.accounted(), missing: missing().slice(0, 5), jobs: (await jsm.streams.info(STREAM)).state, consumer: await jsm.consumers.info(STREAM, "workers").then((c) => ({ pending: c.num_pending, ack_pending: c.num_ack_pending, redelivered: c.num_redelivered, leader: c.cluster?.leader })) }),
+    });
     expect(await leaderOf(STREAM)).not.toBe(leader.name); // a new leader took over
     expect(ledger.accounted()).toBe(all.length); // processed + dead-lettered = published: acked-and-missing = 0
     expect(ledger.inBoth()).toEqual([]);
@@ -101,6 +117,8 @@ describe(`3-node cluster, nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
     await waitFor("a fifth replayed", () => seqs.length >= 600);
     const leader = cluster.node(await leaderOf(LEDGER));
     await leader.kill();
+    // The replay finishes with the old leader still down.
+    await waitFor("the replay to finish", () => seqs.length >= 3_000, { timeoutMs: 60_000, detail: async () => ({ replayed: seqs.length, last: seqs.at(-1), killed: leader.name, nodes: await nodeViews() }) });
     await replaying;
     expect(seqs).toEqual(Array.from({ length: 3_000 }, (_, i) => i + 1));
     await leader.restart();

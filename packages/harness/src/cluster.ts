@@ -25,17 +25,23 @@ export interface NatsCluster {
   nodes: ClusterNode[];
   /** The node by server name ("n1", "n2", "n3"). */
   node(name: string): ClusterNode;
-  /** Resolves when every running node reports JetStream healthy. */
+  /** Resolves when every running node is healthy and they agree on a running JetStream meta leader. */
   ready(timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
-async function healthy(httpPort: number): Promise<boolean> {
+/**
+ * The JetStream meta leader this node sees, once it is healthy; undefined otherwise. /healthz alone
+ * says OK before a node has joined the meta group, and then the JetStream API may not answer yet.
+ */
+async function metaLeader(httpPort: number): Promise<string | undefined> {
   try {
-    const r = await fetch(`http://127.0.0.1:${httpPort}/healthz`, { signal: AbortSignal.timeout(1_000) });
-    return r.ok;
+    const health = await fetch(`http://127.0.0.1:${httpPort}/healthz`, { signal: AbortSignal.timeout(1_000) });
+    if (!health.ok) return undefined;
+    const jsz = (await (await fetch(`http://127.0.0.1:${httpPort}/jsz`, { signal: AbortSignal.timeout(1_000) })).json()) as { meta_cluster?: { leader?: string } };
+    return jsz.meta_cluster?.leader || undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
 
@@ -61,7 +67,9 @@ export async function startCluster(opts: ServerOptions & { size?: number } = {})
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const up = procs.filter((n) => n.proc.running());
-      if ((await Promise.all(up.map((n) => healthy(n.http)))).every(Boolean)) return;
+      const leaders = await Promise.all(up.map((n) => metaLeader(n.http)));
+      // Every running node healthy and agreeing on a meta leader that is itself running.
+      if (leaders[0] && leaders.every((l) => l === leaders[0]) && up.some((n) => n.name === leaders[0])) return;
       if (Date.now() > deadline) throw new Error(`cluster not healthy within ${timeoutMs}ms`);
       await new Promise((r) => setTimeout(r, 100));
     }

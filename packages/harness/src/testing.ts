@@ -2,11 +2,14 @@
 export async function waitFor(
   what: string,
   check: () => boolean | Promise<boolean>,
-  { timeoutMs = 15_000, everyMs = 25 } = {},
+  { timeoutMs = 15_000, everyMs = 25, detail }: { timeoutMs?: number; everyMs?: number; detail?: () => unknown } = {},
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}`);
+    if (Date.now() > deadline) {
+      const more = detail ? `: ${JSON.stringify(await detail())}` : "";
+      throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}${more}`);
+    }
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }

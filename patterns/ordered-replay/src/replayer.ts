@@ -84,17 +84,6 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
   }
   const wanted = (subject: string) => serverFilters || filters.some((f) => subjectMatches(f, subject));
 
-  const consumer = await js.consumers.get(STREAM, opts);
-  // Short pulls: the client notices missed heartbeats (a server restart, a lost consumer) within a few
-  // seconds instead of the default 30s, and recreates the consumer after the last sequence it saw.
-  const messages = await consumer.consume({ max_messages: 512, expires: 2_000 });
-  const stop = () => messages.stop();
-  o.signal?.addEventListener("abort", stop, { once: true });
-  if (!o.follow) {
-    const info = await consumer.info(); // nothing pending and nothing delivered: nothing to replay
-    if (info.num_pending === 0 && info.delivered.consumer_seq === 0) messages.stop();
-  }
-
   const result: ReplayResult = { count: 0, clientSideFilter: !serverFilters };
   const every = o.checkpointEvery ?? 100;
   let unsaved = 0;
@@ -102,22 +91,106 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
     if (o.positions && result.last !== undefined && unsaved > 0) await o.positions.put(o.name, String(result.last));
     unsaved = 0;
   };
+
+  // nats.js recreates an ordered consumer after a gap or missed heartbeats. If even that gets stuck
+  // (seen here when the stream leader is killed), a watchdog starts a new one after the last sequence.
+  for (let restarts = 0; ; restarts++) {
+    if (restarts > 0) Object.assign(opts, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: (result.last ?? 0) + 1, opt_start_time: undefined });
+    const outcome = await replayOnce(js, opts, o, result, wanted, async () => {
+      if (++unsaved >= every) await save();
+    }).finally(save);
+    if (outcome !== "stalled" || o.signal?.aborted) return result;
+    if (restarts >= 20) throw new Error(`replay of ${STREAM} stalled after sequence ${result.last ?? 0} and did not recover`);
+    o.log.warn({ after: result.last ?? 0 }, "replay stalled: starting a new ordered consumer after the last sequence");
+    await new Promise((r) => setTimeout(r, Math.min(1_000 * restarts + 500, 5_000)));
+  }
+}
+
+const STALL_CHECK_MS = 3_000;
+
+/** The promise's value, or undefined if it takes longer than `ms` (the timer is always cleared). */
+function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** One ordered consumer's run: "done" (caught up or aborted) or "stalled" (no progress, work pending). */
+async function replayOnce(
+  js: ReturnType<typeof jetstream>,
+  opts: Partial<OrderedConsumerOptions>,
+  o: ReplayOptions,
+  result: ReplayResult,
+  wanted: (subject: string) => boolean,
+  passed: () => Promise<void>,
+): Promise<"done" | "stalled"> {
+  // While a cluster elects a new leader the JetStream API may not answer: give up after a while and
+  // let the caller start over (bounded), rather than wait on a request that may never return.
+  const consumer = await within(
+    // A copy: nats.js fills in a name prefix on the object it is given, and a retry must not reuse it.
+    js.consumers.get(STREAM, { ...opts }).catch((err: unknown) => void o.log.warn({ err: String(err) }, "replay: could not create the ordered consumer")),
+    10_000,
+  );
+  if (!consumer) return "stalled";
+  // Short pulls: the client notices missed heartbeats (a server restart, a lost consumer) within a few
+  // seconds instead of the default 30s, and recreates the consumer after the last sequence it saw.
+  const messages = await consumer.consume({ max_messages: 512, expires: 2_000 });
+  const stop = () => messages.stop();
+  o.signal?.addEventListener("abort", stop, { once: true });
+  if (!o.follow) {
+    const info = await within(consumer.info(), 10_000);
+    if (!info) {
+      o.signal?.removeEventListener("abort", stop);
+      void messages.close().catch(() => undefined);
+      return "stalled";
+    }
+    // nothing pending and nothing delivered: nothing to replay
+    if (info.num_pending === 0 && info.delivered.consumer_seq === 0) messages.stop();
+  }
+  // The watchdog does not wait for the stuck iterator to end (it may not): it races it.
+  let stalled = false;
+  let progressed = true;
+  let busy = false; // a slow handler is not a stall
+  let checking = false;
+  let onStall = () => {};
+  const stall = new Promise<"stall">((resolve) => (onStall = () => resolve("stall")));
+  const watchdog = setInterval(async () => {
+    if (progressed || busy || checking) return void (progressed = false);
+    checking = true;
+    // No event for a while: fine if nothing is pending (following a quiet stream), a stall otherwise.
+    const info = await within(consumer.info().catch(() => undefined), STALL_CHECK_MS);
+    checking = false;
+    if (!info || info.num_pending > 0) {
+      stalled = true;
+      onStall();
+    }
+  }, STALL_CHECK_MS);
+  const iterator = messages[Symbol.asyncIterator]();
   try {
-    for await (const m of messages) {
+    for (;;) {
+      const next = await Promise.race([iterator.next(), stall]);
+      if (next === "stall" || next.done) break;
+      const m = next.value;
+      progressed = true;
       if (o.signal?.aborted) break; // events already buffered are not handled: the position says so
       if (wanted(m.subject)) {
-        await o.handler({ seq: m.seq, subject: m.subject, time: m.time, data: m.data });
+        busy = true;
+        try {
+          await o.handler({ seq: m.seq, subject: m.subject, time: m.time, data: m.data });
+        } finally {
+          busy = false;
+        }
         result.count++;
         result.first ??= m.seq;
       }
       result.last = m.seq; // a filtered-out event is passed too: the position moves past it
-      if (++unsaved >= every) await save();
+      await passed();
       if (!o.follow && m.info.pending === 0) break; // caught up with the stream as it was
     }
   } finally {
+    clearInterval(watchdog);
     o.signal?.removeEventListener("abort", stop);
-    await messages.close();
-    await save();
+    await within(messages.close().catch(() => undefined), 1_000);
   }
-  return result;
+  return stalled ? "stalled" : "done";
 }

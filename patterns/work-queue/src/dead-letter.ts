@@ -47,7 +47,22 @@ export async function deadLetter(js: JetStreamClient, d: DeadLetter): Promise<vo
   h.set(DlqHeaders.Reason, oneLine(d.reason));
   h.set(DlqHeaders.By, d.by);
   const subject = `${DLQ_PREFIX}${d.subject.slice(SUBJECT_PREFIX.length)}`;
-  await js.publish(subject, d.data, { headers: h, msgID: `${STREAM}-${d.seq}`, expect: { streamName: DLQ_STREAM } });
+  // The msg id makes retries safe: during a leader election or a reconnect, try again (about 15s in all).
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await js.publish(subject, d.data, { headers: h, msgID: `${STREAM}-${d.seq}`, expect: { streamName: DLQ_STREAM }, timeout: 2_000 });
+      return;
+    } catch (err) {
+      if (attempt >= 8 || !transient(err)) throw err;
+      await new Promise((r) => setTimeout(r, 250 * attempt));
+    }
+  }
+}
+
+/** Errors that a retry can outlive: timeouts, no responders (no stream leader yet), 503s. */
+function transient(err: unknown): boolean {
+  const e = err as { name?: string; message?: string; status?: number; cause?: { message?: string } };
+  return e?.status === 503 || /timeout|no responders|not enabled|unavailable/i.test(`${e?.name} ${e?.message} ${e?.cause?.message}`);
 }
 
 export interface DeadLetterMover {
@@ -79,7 +94,7 @@ export async function startDeadLetterMover(nc: NatsConnection, log: Logger, onMo
           onMoved?.(advisory.stream_seq);
         }
       } catch (err) {
-        log.error({ seq: advisory.stream_seq, err: String(err) }, "dlq-mover: could not move job; the sweep will retry");
+        log.error({ seq: advisory.stream_seq, err: String(err) }, "dlq-mover: could not move job; a sweep will find it");
       }
     }
   })();

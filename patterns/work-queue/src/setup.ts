@@ -13,9 +13,12 @@ export const CONSUMER = "workers";
 export interface RetryPolicy {
   /** Wait before delivery n+1 when delivery n failed or was never acked; the last entry repeats. */
   backoffMs: number[];
-  /** Deliveries in all; the last failed one goes to the DLQ. */
+  /** Handler attempts; a job whose last attempt fails (or never answers) goes to the DLQ. */
   maxDeliver: number;
 }
+
+/** Deliveries beyond maxDeliver that are only used to move a job to the DLQ. */
+export const GRACE_DELIVERIES = 2;
 
 /** Production-like defaults; the demo and the tests pass shorter waits. */
 export const defaultRetry: RetryPolicy = { backoffMs: [2_000, 10_000, 30_000], maxDeliver: 5 };
@@ -39,7 +42,11 @@ export function workersConsumer(retry: RetryPolicy): Partial<ConsumerConfig> {
   return {
     durable_name: CONSUMER, // survives worker restarts; all workers share it and compete
     ack_policy: AckPolicy.Explicit, // a job is done only when its worker says so
-    max_deliver: retry.maxDeliver, // then the DLQ takes it
+    // The handler gets maxDeliver tries; the server allows GRACE_DELIVERIES more, so a job whose worker
+    // died on its last try (or whose dead-lettering failed) reaches a worker again and is moved to the
+    // DLQ without running the handler. Only if those are lost too does the MAX_DELIVERIES advisory
+    // (and the dlq-mover) have to step in.
+    max_deliver: retry.maxDeliver + GRACE_DELIVERIES,
     // The server uses backoff[0] as ack_wait and backoff[n-1] after delivery n times out, so a dead
     // worker's job comes back on this schedule. Workers also nak failed jobs with the same delays.
     backoff: retry.backoffMs.map((ms) => nanos(ms)),

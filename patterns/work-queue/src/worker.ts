@@ -88,6 +88,17 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
 
   const handle = async (m: JsMsg) => {
     const ctx: JobContext = { seq: m.seq, subject: m.subject, delivery: m.info.deliveryCount, worker: name };
+    if (ctx.delivery > retry.maxDeliver) {
+      // A grace delivery: the handler had its tries and the last one never answered (the worker died,
+      // hung, or could not reach the DLQ). Do not run it again: dead-letter it.
+      let job: Job | undefined;
+      try {
+        job = parseJob(m.data);
+      } catch {
+        // malformed as well: the reason below still says what happened
+      }
+      return toDlq(m, ctx, `no ack after ${retry.maxDeliver} deliveries (a worker died or timed out)`, job);
+    }
     let job: Job;
     try {
       job = parseJob(m.data);

@@ -7,7 +7,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { DlqHeaders, startDeadLetterMover } from "../src/dead-letter.js";
 import { encodeJob, type Outgoing, publishJobs } from "../src/producer.js";
-import { DLQ_STREAM, type RetryPolicy, setup, STREAM } from "../src/setup.js";
+import { DLQ_STREAM, GRACE_DELIVERIES, type RetryPolicy, setup, STREAM } from "../src/setup.js";
 import { type Handler, type Outcome, startWorker, type Worker } from "../src/worker.js";
 
 const retry: RetryPolicy = { backoffMs: [200, 400, 600], maxDeliver: 4 };
@@ -222,16 +222,39 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
       await waitFor("the dlq-mover to move the job", () => moved.length === 1, { timeoutMs: 20_000 });
       await sink.close();
       await swallow;
-      expect(deliveries).toEqual([1, 2, 3, 4]);
+      // The handler's tries, then the grace deliveries: all swallowed, so only the advisory is left.
+      expect(deliveries).toEqual(Array.from({ length: retry.maxDeliver + GRACE_DELIVERIES }, (_, i) => i + 1));
       expect((await jsm.streams.info(STREAM)).state.messages).toBe(0);
       const dlq = await dlqMessages();
       expect(dlq.length).toBe(1);
       expect(dlq[0]!.header.get(DlqHeaders.By)).toBe("dlq-mover");
-      expect(dlq[0]!.header.get(DlqHeaders.Deliveries)).toBe(String(retry.maxDeliver));
+      expect(dlq[0]!.header.get(DlqHeaders.Deliveries)).toBe(String(retry.maxDeliver + GRACE_DELIVERIES));
       expect(dlq[0]!.json<{ id: string }>().id).toBe("crashloop-0");
     } finally {
       await mover.stop();
     }
+  });
+
+  it("dead-letters, without running the handler again, a job whose worker died on its last try", async () => {
+    const t = tally();
+    const tries: number[] = [];
+    const conns = await spawnWorkers(3, async (_job, ctx) => {
+      tries.push(ctx.delivery);
+      if (ctx.delivery < retry.maxDeliver) throw new Error("fails");
+      await byWorker.get(ctx.worker)!.close(); // this worker dies on the last try
+      throw new Error("died");
+    }, t.onOutcome);
+    const byWorker = new Map(conns.map((c, i) => [`w${i + 1}`, c]));
+    await publishJobs(jetstream(nc), jobsNamed("last", 1));
+    await waitFor("dead-lettered by a surviving worker", () => t.ids("dead_lettered").length === 1, { timeoutMs: 20_000 });
+    expect(tries).toEqual(Array.from({ length: retry.maxDeliver }, (_, i) => i + 1)); // the handler never ran a 5th time
+    const dead = t.outcomes.find((o) => o.kind === "dead_lettered")!;
+    expect(dead.ctx.delivery).toBe(retry.maxDeliver + 1);
+    expect(dead.job?.id).toBe("last-0");
+    const dlq = await dlqMessages();
+    expect(dlq).toHaveLength(1);
+    expect(dlq[0]!.header.get(DlqHeaders.Reason)).toBe(`no ack after ${retry.maxDeliver} deliveries (a worker died or timed out)`);
+    expect((await jsm.streams.info(STREAM)).state.messages).toBe(0);
   });
 
   it("sweeps a job that ran out of deliveries while no dlq-mover was listening into the DLQ, once", async () => {
@@ -242,7 +265,7 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
       for await (const _ of sink) deliveries++;
     })();
     await publishJobs(js, jobsNamed("stranded", 1));
-    await waitFor("max deliveries used up", () => deliveries === retry.maxDeliver, { timeoutMs: 20_000 });
+    await waitFor("max deliveries used up", () => deliveries === retry.maxDeliver + GRACE_DELIVERIES, { timeoutMs: 20_000 });
     await sleep(retry.backoffMs.at(-1)! + 300); // the last delivery's ack_wait runs out
     await sink.close();
     await swallow;
