@@ -31,15 +31,20 @@ export interface NatsCluster {
 }
 
 /**
- * The JetStream meta leader this node sees, once it is healthy; undefined otherwise. /healthz alone
+ * The JetStream meta group as this node sees it, once it is healthy and knows a leader. /healthz alone
  * says OK before a node has joined the meta group, and then the JetStream API may not answer yet.
  */
-async function metaLeader(httpPort: number): Promise<string | undefined> {
+interface MetaView {
+  leader?: string;
+  replicas?: { name: string; current: boolean }[];
+}
+
+async function metaView(httpPort: number): Promise<MetaView | undefined> {
   try {
     const health = await fetch(`http://127.0.0.1:${httpPort}/healthz`, { signal: AbortSignal.timeout(1_000) });
     if (!health.ok) return undefined;
-    const jsz = (await (await fetch(`http://127.0.0.1:${httpPort}/jsz`, { signal: AbortSignal.timeout(1_000) })).json()) as { meta_cluster?: { leader?: string } };
-    return jsz.meta_cluster?.leader || undefined;
+    const jsz = (await (await fetch(`http://127.0.0.1:${httpPort}/jsz`, { signal: AbortSignal.timeout(1_000) })).json()) as { meta_cluster?: MetaView };
+    return jsz.meta_cluster?.leader ? jsz.meta_cluster : undefined;
   } catch {
     return undefined;
   }
@@ -67,9 +72,14 @@ export async function startCluster(opts: ServerOptions & { size?: number } = {})
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const up = procs.filter((n) => n.proc.running());
-      const leaders = await Promise.all(up.map((n) => metaLeader(n.http)));
-      // Every running node healthy and agreeing on a meta leader that is itself running.
-      if (leaders[0] && leaders.every((l) => l === leaders[0]) && up.some((n) => n.name === leaders[0])) return;
+      const views = await Promise.all(up.map((n) => metaView(n.http)));
+      const leader = views[0]?.leader;
+      // Every running node healthy and agreeing on a meta leader that is itself running; and, as the
+      // leader sees it, the other running nodes' copies current (only the leader's view is reliable).
+      const leaderView = views[up.findIndex((n) => n.name === leader)];
+      const agreed = !!leader && views.every((v) => v?.leader === leader) && !!leaderView;
+      const current = (leaderView?.replicas ?? []).filter((r) => up.some((n) => n.name === r.name)).every((r) => r.current);
+      if (agreed && (current || Date.now() > deadline - timeoutMs / 2)) return;
       if (Date.now() > deadline) throw new Error(`cluster not healthy within ${timeoutMs}ms`);
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -61,6 +61,12 @@ describe("pnpm run pattern", () => {
     expect(noStack(r.stderr + r.stdout)).toBe(true);
   });
 
+  it("refuses --cluster together with NATS_URL in one line", async () => {
+    const r = await run(["work-queue", "--cluster"], { NATS_URL: server.url });
+    expect(r.code).toBe(2);
+    expect(oneLine(r.stderr)).toEqual([expect.stringMatching(/^error: --cluster starts its own 3-node cluster: unset NATS_URL/)]);
+  });
+
   it("rejects a bad option value in one line", async () => {
     const r = await run(["work-queue", "--jobs", "many"], { NATS_URL: server.url });
     expect(r.code).toBe(1);
@@ -105,6 +111,7 @@ describe("pnpm run pattern", () => {
 
   it("runs work-queue --cluster on a local 3-node cluster with R3 streams", async () => {
     const r = await run(["work-queue", "--cluster", "--jobs", "40"], { NATS_URL: undefined });
+    expect(r.code, `${r.stderr}\n${r.stdout.slice(-3000)}`).toBe(0);
     expect(r.stderr).toMatch(/^started a 3-node nats-server cluster \d+\.\d+\.\d+ on nats:\/\/127\.0\.0\.1:\d+,nats:\/\/127\.0\.0\.1:\d+,nats:\/\/127\.0\.0\.1:\d+ /);
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));

@@ -85,7 +85,14 @@ export async function ensureStream(jsm: JetStreamManager, want: StreamSpec, keys
     return config;
   } catch (err) {
     if (!isNotFound(err)) throw err;
-    return (await jsm.streams.add({ num_replicas: replicas(), ...want })).config;
+    const created = await jsm.streams.add({ num_replicas: replicas(), ...want });
+    // A replicated stream answers publishes only once its replicas have elected a leader: until then a
+    // publish gets "no responders". Wait for the leader (bounded) so callers can publish at once.
+    for (let i = 0; i < 100 && (created.config.num_replicas ?? 1) > 1; i++) {
+      if ((await jsm.streams.info(want.name)).cluster?.leader) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return created.config;
   }
 }
 
