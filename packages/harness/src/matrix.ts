@@ -3,7 +3,7 @@
 //   pnpm test                              # everything
 //   pnpm test work-queue --versions 2.9.10 # a slice
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { cachedVersions, repoRoot } from "./binary.js";
@@ -32,16 +32,14 @@ const versions = values.versions ? values.versions.split(",") : cachedVersions()
 
 // Test projects: the patterns, then packages/* (the harness's CLI tests, the fault suite).
 const projects = ["patterns", "packages"].flatMap((dir) =>
-  spawnSync("ls", [join(repoRoot, dir)], { encoding: "utf8" })
-    .stdout.split("\n")
-    .filter((name) => name && existsSync(join(repoRoot, dir, name, "package.json")))
-    .filter((name) => JSON.parse(readFileSync(join(repoRoot, dir, name, "package.json"), "utf8")).scripts?.test)
+  readdirSync(join(repoRoot, dir))
+    .sort()
+    .filter((name) => existsSync(join(repoRoot, dir, name, "package.json")))
     .filter((name) => positionals.length === 0 || positionals.includes(name))
-    .map((name) => {
-      const pkg = JSON.parse(readFileSync(join(repoRoot, dir, name, "package.json"), "utf8"));
-      // "matrix": {"versions": "newest"} runs a package on the newest server only (the fault suite).
-      return { name, dir: join(repoRoot, dir, name), newestOnly: pkg.matrix?.versions === "newest" };
-    }),
+    .map((name) => ({ name, dir: join(repoRoot, dir, name), pkg: JSON.parse(readFileSync(join(repoRoot, dir, name, "package.json"), "utf8")) }))
+    .filter((p) => p.pkg.scripts?.test)
+    // "matrix": {"versions": "newest"} runs a package on the newest server only (the fault suite).
+    .map((p) => ({ name: p.name, dir: p.dir, newestOnly: p.pkg.matrix?.versions === "newest" })),
 );
 if (projects.length === 0) {
   process.stderr.write(`error: no test project matches ${positionals.join(", ")}\n`);
