@@ -108,7 +108,16 @@ describe(`3-node cluster, nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
 
   it("ordered-replay: gap-free and in order across a stream leader change", async () => {
     await setupLedger(jsm, nc);
-    await appendEvents(jetstream(nc), ledgerEvents(3_000));
+    // The first publish to a new R3 stream can see "no responders" while the new leader's interest
+    // reaches this client's node: retry that one (bounded), then append the rest.
+    const events = ledgerEvents(3_000);
+    for (let i = 0; ; i++) {
+      const ok = await appendEvents(jetstream(nc), events.slice(0, 1)).then(() => true, () => false);
+      if (ok) break;
+      if (i >= 40) throw new Error("the new R3 stream never accepted a publish");
+      await sleep(250);
+    }
+    await appendEvents(jetstream(nc), events.slice(1));
     const seqs: number[] = [];
     const replaying = replay({ nc, log, name: "cluster", from: "start", handler: async (e) => {
       seqs.push(e.seq);
