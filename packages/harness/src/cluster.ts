@@ -78,7 +78,11 @@ export async function startCluster(opts: ServerOptions & { size?: number } = {})
       // leader sees it, the other running nodes' copies current (only the leader's view is reliable).
       const leaderView = views[up.findIndex((n) => n.name === leader)];
       const agreed = !!leader && views.every((v) => v?.leader === leader) && !!leaderView;
-      const current = (leaderView?.replicas ?? []).filter((r) => up.some((n) => n.name === r.name)).every((r) => r.current);
+      // Every other running node must be listed, not just those listed be current: a node the leader
+      // does not know yet cannot take a replica ("no suitable peers for placement", seen on 2.10.27).
+      const current = up
+        .filter((n) => n.name !== leader)
+        .every((n) => leaderView?.replicas?.some((r) => r.name === n.name && r.current));
       if (agreed && (current || Date.now() > deadline - timeoutMs / 2)) return;
       if (Date.now() > deadline) throw new Error(`cluster not healthy within ${timeoutMs}ms`);
       await new Promise((r) => setTimeout(r, 100));
