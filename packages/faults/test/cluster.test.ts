@@ -73,7 +73,7 @@ describe(`3-node cluster, nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
     const publishing = (async () => {
       const results = [];
       for (let i = 0; i < all.length; i += 100) {
-        results.push(...(await publishPipelined(jetstream(nc), all.slice(i, i + 100), { stream: STREAM, window: 32, timeoutMs: 1_000, attempts: 30 })));
+        results.push(...(await publishPipelined(nc, all.slice(i, i + 100), { stream: STREAM, window: 32, timeoutMs: 1_000, attempts: 30 })));
         batchesDone++;
         await sleep(100);
       }
@@ -112,12 +112,12 @@ describe(`3-node cluster, nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
     // reaches this client's node: retry that one (bounded), then append the rest.
     const events = ledgerEvents(3_000);
     for (let i = 0; ; i++) {
-      const ok = await appendEvents(jetstream(nc), events.slice(0, 1)).then(() => true, () => false);
+      const ok = await appendEvents(nc, events.slice(0, 1)).then(() => true, () => false);
       if (ok) break;
       if (i >= 40) throw new Error("the new R3 stream never accepted a publish");
       await sleep(250);
     }
-    await appendEvents(jetstream(nc), events.slice(1));
+    await appendEvents(nc, events.slice(1));
     const seqs: number[] = [];
     const replaying = replay({ nc, log, name: "cluster", from: "start", handler: async (e) => {
       seqs.push(e.seq);

@@ -34,7 +34,7 @@ describe("disconnected for longer than ack_wait", () => {
       workers.push(await startWorker({ nc: wnc, name, log, retry, concurrency: 2, onOutcome, handler: async () => void (await sleep(5)) }));
     }
     const all = jobs("d", 600, 1_000_000); // no poison
-    expect((await publishPipelined(jetstream(nc), all, { stream: STREAM })).filter((r) => r.error)).toEqual([]);
+    expect((await publishPipelined(nc, all, { stream: STREAM })).filter((r) => r.error)).toEqual([]);
     await waitFor("a sixth processed", () => processed.size >= 100);
     await server.halt(); // everyone is cut off, jobs in hand
     await sleep(4 * retry.backoffMs[0]!); // well past ack_wait

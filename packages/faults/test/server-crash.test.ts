@@ -19,7 +19,7 @@ describe("server crash (SIGKILL) during acked publishing", () => {
       const nc = await connect({ servers: server.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
       await setup(await jetstreamManager(nc));
       const msgs = Array.from({ length: 3_000 }, (_, i) => payment(`crash-${i}`, i));
-      const publishing = publishPipelined(jetstream(nc), msgs, { window: 64, timeoutMs: 500, attempts: 40 });
+      const publishing = publishPipelined(nc, msgs, { window: 64, timeoutMs: 500, attempts: 40 });
       const jsm = await jetstreamManager(nc);
       await waitFor("a third stored", async () => (await jsm.streams.info(STREAM)).state.messages >= 1_000, { everyMs: 5 });
       await server.kill(); // SIGKILL: no shutdown, no flush

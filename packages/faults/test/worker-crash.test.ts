@@ -28,7 +28,7 @@ describe("work-queue worker processes killed mid-run", () => {
 
     const all = jobs("job", 600);
     const poison = all.filter((j) => j.subject === "jobs.poison").length;
-    const published = await publishPipelined(jetstream(nc), all, { stream: STREAM });
+    const published = await publishPipelined(nc, all, { stream: STREAM });
     expect(published.filter((r) => r.error)).toEqual([]);
 
     await waitFor("a third processed", () => ledger.processed.size >= 200, { timeoutMs: 30_000 });

@@ -38,17 +38,17 @@ runMain("dedup-publish", async (_signal, log) => {
   for (const m of msgs.slice(0, 200)) await publishIdempotent(js, m);
   const oneAtATime = 200 / ((performance.now() - t) / 1000);
   t = performance.now();
-  const first = tally(await publishPipelined(js, msgs.slice(200, half), { window: 256 }));
+  const first = tally(await publishPipelined(nc, msgs.slice(200, half), { window: 256 }));
   const pipelined = (half - 200) / ((performance.now() - t) / 1000);
   log.info({ one_at_a_time_per_s: Math.round(oneAtATime), pipelined_per_s: Math.round(pipelined), speedup: +(pipelined / oneAtATime).toFixed(1) }, `published ${half} payments`);
 
   // 2. A retry storm: the same first half again (a producer restarted without knowing what got through).
-  const storm = tally(await publishPipelined(js, msgs.slice(0, half)));
+  const storm = tally(await publishPipelined(nc, msgs.slice(0, half)));
   log.info(storm, "retry storm: every id already stored, each acked as a duplicate");
 
   // 3. Timeouts: a 1ms ack timeout makes most first attempts give up although the server stored them;
   //    the retries with the same id are acked as duplicates.
-  const timed = tally(await publishPipelined(js, msgs.slice(half), { timeoutMs: 1 }));
+  const timed = tally(await publishPipelined(nc, msgs.slice(half), { timeoutMs: 1 }));
   log.info(timed, "second half with 1ms ack timeouts: retried, never stored twice");
 
   // 4. The window's edge: after duplicate_window the same id is new again.

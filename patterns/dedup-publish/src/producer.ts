@@ -1,8 +1,10 @@
 // Idempotent publishing: every message carries a Nats-Msg-Id, so a retry after a timeout or a
 // reconnect is acked as a duplicate instead of being stored twice (within the duplicate_window).
 import { type JetStreamClient, JetStreamApiError, jetstream } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { pathToFileURL } from "node:url";
 import { connectFromEnv, runMain, UserError } from "./nats.js";
+import { createPublisher } from "./publisher.js";
 import { STREAM, SUBJECT_PREFIX } from "./setup.js";
 
 export interface Outgoing {
@@ -76,20 +78,15 @@ export async function publishIdempotent(js: JetStreamClient, msg: Outgoing, opts
 }
 
 /**
- * Pipelined publishing: up to `window` messages in flight, each retried on its own with its own id.
- * The window is the back-pressure: a new publish starts only when one in flight has finished.
- * Results come back in input order.
+ * Pipelined publishing through the fast publisher (publisher.ts): up to `window` messages in flight,
+ * acks on one shared inbox, each message resent on its own with its own id after a timeout. The window
+ * is the back-pressure. Results come back in input order.
  */
-export async function publishPipelined(js: JetStreamClient, msgs: Outgoing[], opts: RetryOptions & { window?: number } = {}): Promise<Published[]> {
+export async function publishPipelined(nc: NatsConnection, msgs: Outgoing[], opts: RetryOptions & { window?: number } = {}): Promise<Published[]> {
+  const publisher = createPublisher(nc, { stream: opts.stream ?? STREAM, window: opts.window, timeoutMs: opts.timeoutMs, attempts: opts.attempts ?? 8 });
   const results: Published[] = new Array(msgs.length);
-  let next = 0;
-  const lane = async () => {
-    while (next < msgs.length) {
-      const i = next++;
-      results[i] = await publishIdempotent(js, msgs[i]!, opts);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(opts.window ?? 256, msgs.length) }, lane));
+  await publisher.publishAll(msgs, (r, i) => (results[i] = { ...r, id: msgs[i]!.id }));
+  publisher.close();
   return results;
 }
 

@@ -40,7 +40,7 @@ describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "new
     const unique = payments("p", 300);
     // Every third payment is sent three times, the copies racing each other in the same pipeline.
     const sends = unique.flatMap((m, i) => (i % 3 === 0 ? [m, m, m] : [m]));
-    const results = await publishPipelined(jetstream(nc), sends, { window: 64 });
+    const results = await publishPipelined(nc, sends, { window: 64 });
     expect(tally(results)).toMatchObject({ stored: 300, duplicates: 200, failed: 0 });
     // Per id: exactly one send was stored, the rest were duplicates pointing at the same sequence.
     for (const m of unique) {
@@ -53,12 +53,11 @@ describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "new
 
   it("retries after ack timeouts with the same id and never stores twice", async () => {
     const msgs = payments("t", 500);
-    const results = await publishPipelined(jetstream(nc), msgs, { window: 256, timeoutMs: 1 });
+    const results = await publishPipelined(nc, msgs, { window: 256, timeoutMs: 1 });
     const t = tally(results);
     expect(t.failed).toBe(0);
     expect(t.retried).toBeGreaterThan(0); // the 1ms timeout did force retries
-    // A retry of a publish the server had already stored is reported as a duplicate.
-    expect(results.filter((r) => r.attempts > 1 && r.duplicate).length).toBeGreaterThan(0);
+    // Whichever answer came first counts: the first send's late ack ("stored") or the resend's ("duplicate").
     expect(t.stored + t.duplicates).toBe(500);
     await expectEachIdOnce(msgs.map((m) => m.id));
   });
@@ -87,8 +86,7 @@ describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "new
   it("a publisher interrupted mid-stream (connection closed) and restarted with the same ids stores each once", async () => {
     const msgs = payments("i", 1_000);
     const first = await connect({ servers: server.url });
-    const js1 = jetstream(first);
-    const run = publishPipelined(js1, msgs, { window: 32, attempts: 1 });
+    const run = publishPipelined(first, msgs, { window: 32, attempts: 1 });
     // Close the connection once a few hundred are through.
     await waitFor("300 stored", async () => (await jsm.streams.info(STREAM)).state.messages >= 300, { everyMs: 5 });
     await first.close();
@@ -99,7 +97,7 @@ describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "new
 
     // The restarted producer does not know what got through: it sends everything again.
     const second = await connect({ servers: server.url });
-    const results = await publishPipelined(jetstream(second), msgs, { window: 64 });
+    const results = await publishPipelined(second, msgs, { window: 64 });
     await second.close();
     const t = tally(results);
     expect(t.failed).toBe(0);
@@ -110,7 +108,7 @@ describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "new
 
   it.skipIf(!!process.env.NATS_URL)("carries on across a server restart, retrying with the same ids: each stored once", async () => {
     const msgs = payments("r", 600);
-    const run = publishPipelined(jetstream(nc), msgs, { window: 16, timeoutMs: 500, attempts: 30 });
+    const run = publishPipelined(nc, msgs, { window: 16, timeoutMs: 500, attempts: 30 });
     await waitFor("200 stored", async () => (await jsm.streams.info(STREAM)).state.messages >= 200, { everyMs: 5 });
     await server.restart(); // same port, same store dir
     const results = await run;
@@ -131,7 +129,7 @@ describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "new
       (err: Error) => err.message,
     );
     expect(r).toMatch(/expected stream does not match/i);
-    const res = await publishPipelined(js, [payment("ok", 1), { ...payment("nowhere", 2), subject: "nowhere.captured" }], { attempts: 2, timeoutMs: 200 });
+    const res = await publishPipelined(nc, [payment("ok", 1), { ...payment("nowhere", 2), subject: "nowhere.captured" }], { attempts: 2, timeoutMs: 200 });
     expect(res[0]).toMatchObject({ id: "ok", duplicate: false });
     expect(res[0]!.error).toBeUndefined();
     expect(res[1]!.error).toMatch(/no responders|timeout/i);

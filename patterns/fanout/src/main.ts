@@ -48,7 +48,7 @@ runMain("fanout", async (signal, log) => {
   const events = orderEvents(orders, run);
   const subs: Subscriber[] = [];
   for (const r of ["limits", "interest"] as const) for (const name of CONSUMERS) subs.push(await start(r, name));
-  await publishEvents(js, events);
+  await publishEvents(nc, events);
   log.info({ events: events.length }, "published every event to both streams");
   const everyone = (["limits", "interest"] as const).flatMap((r) => CONSUMERS.map((c) => `${r}/${c}`));
   await waitAll(events.length, everyone);
@@ -70,7 +70,7 @@ runMain("fanout", async (signal, log) => {
   const analytics = subs[CONSUMERS.length + CONSUMERS.indexOf("analytics")]!;
   await analytics.stop();
   const more = orderEvents(5, `${run}-late`);
-  await publishEvents(js, more, ["interest"]);
+  await publishEvents(nc, more, ["interest"]);
   await sleep(500);
   log.info({ stored: await kept("interest") }, "analytics is down: its unread events stay in the interest stream");
   subs.push(await start("interest", "analytics"));

@@ -48,7 +48,7 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
         subs.push(await startSubscriber({ nc, retention, name, log, onEvent: c.onEvent, handler }));
       }
       const events = orderEvents(40);
-      await publishEvents(jetstream(nc), events, [retention]);
+      await publishEvents(nc, events, [retention]);
       await waitFor("every consumer has every event", () => CONSUMERS.every((n) => c.by(n).length >= events.length), { timeoutMs: 30_000 });
       await sleep(200); // a duplicate would show up now
       for (const name of CONSUMERS) {
@@ -71,7 +71,7 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
     const c = collect();
     for (const name of CONSUMERS) subs.push(await startSubscriber({ nc, retention: "limits", name, log, onEvent: c.onEvent }));
     const events = orderEvents(30);
-    await publishEvents(jetstream(nc), events, ["limits"]);
+    await publishEvents(nc, events, ["limits"]);
     await waitFor("the first consumers are done", () => CONSUMERS.every((n) => c.by(n).length === events.length));
     await addConsumer(jsm, "limits", "audit");
     subs.push(await startSubscriber({ nc, retention: "limits", name: "audit", log, onEvent: c.onEvent }));
@@ -83,7 +83,7 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
 
   it("on the Interest stream, removes an event exactly when the last consumer acks it", async () => {
     const js = jetstream(nc);
-    await publishEvents(js, orderEvents(1).slice(0, 1), ["interest"]);
+    await publishEvents(nc, orderEvents(1).slice(0, 1), ["interest"]);
     expect(await stored("interest")).toBe(1);
     const left: number[] = [];
     for (const name of CONSUMERS) {
@@ -104,12 +104,12 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
     for (const name of CONSUMERS) running.set(name, await startSubscriber({ nc, retention: "interest", name, log, onEvent: c.onEvent }));
     const js = jetstream(nc);
     const first = orderEvents(10, "a");
-    await publishEvents(js, first, ["interest"]);
+    await publishEvents(nc, first, ["interest"]);
     await waitFor("all consumers got the first batch", () => CONSUMERS.every((n) => c.by(n).length === first.length));
 
     await running.get("analytics")!.stop(); // analytics goes down
     const second = orderEvents(10, "b");
-    await publishEvents(js, second, ["interest"]);
+    await publishEvents(nc, second, ["interest"]);
     await waitFor("billing and shipping got the second batch", () => ["billing", "shipping"].every((n) => c.by(n).length === first.length + second.length));
     await sleep(300);
     expect(await stored("interest")).toBe(second.length); // held for analytics only

@@ -46,11 +46,11 @@ runMain("ordered-replay", async (signal, log) => {
     return { seqs, res };
   };
 
-  const seqsA = await appendEvents(js, ledgerEvents(count));
+  const seqsA = await appendEvents(nc, ledgerEvents(count));
   await sleep(50);
   const since = new Date();
   await sleep(50);
-  const seqsB = await appendEvents(js, ledgerEvents(Math.ceil(count / 5), 4, count));
+  const seqsB = await appendEvents(nc, ledgerEvents(Math.ceil(count / 5), 4, count));
   log.info({ server: nc.info?.version, appended: seqsA.length + seqsB.length, stream: STREAM }, "ledger written");
 
   const all = await collect("replay from the start", { from: "start" });
@@ -75,7 +75,7 @@ runMain("ordered-replay", async (signal, log) => {
   const live = new AbortController();
   const followed: number[] = [];
   const following = replay({ nc, log, name: `live-${run}`, from: { seq: all.res.last! + 1 }, follow: true, signal: live.signal, handler: (e) => void followed.push(e.seq) });
-  const appended = await appendEvents(js, ledgerEvents(200, 4, 10_000), 20);
+  const appended = await appendEvents(nc, ledgerEvents(200, 4, 10_000), 20);
   for (let i = 0; i < 100 && followed.length < appended.length; i++) await sleep(50);
   live.abort();
   await following;

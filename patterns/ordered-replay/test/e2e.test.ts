@@ -43,7 +43,7 @@ const range = (from: number, to: number) => Array.from({ length: to - from + 1 }
 
 describe(`ordered-replay on nats-server ${version}`, () => {
   it("replays from the start gap-free and strictly in stream order", async () => {
-    const seqs = await appendEvents(jetstream(nc), ledgerEvents(1_500));
+    const seqs = await appendEvents(nc, ledgerEvents(1_500));
     const { seqs: got, res } = await collect({ from: "start" });
     expect(got).toEqual(seqs);
     expect(got).toEqual(range(1, 1_500));
@@ -52,11 +52,11 @@ describe(`ordered-replay on nats-server ${version}`, () => {
 
   it("replays from a sequence and from a time, starting exactly there", async () => {
     const js = jetstream(nc);
-    await appendEvents(js, ledgerEvents(300));
+    await appendEvents(nc, ledgerEvents(300));
     await sleep(20);
     const since = new Date();
     await sleep(20);
-    const later = await appendEvents(js, ledgerEvents(100, 4, 300));
+    const later = await appendEvents(nc, ledgerEvents(100, 4, 300));
     expect((await collect({ from: { seq: 123 } })).seqs).toEqual(range(123, 400));
     expect((await collect({ from: { time: since } })).seqs).toEqual(later);
     expect((await collect({ from: { seq: 401 } })).seqs).toEqual([]); // nothing there yet: returns, does not hang
@@ -64,7 +64,7 @@ describe(`ordered-replay on nats-server ${version}`, () => {
 
   it("replays a subject filter: exactly the matching sequences, in order", async () => {
     const events = ledgerEvents(400);
-    const seqs = await appendEvents(jetstream(nc), events);
+    const seqs = await appendEvents(nc, events);
     const expected = (filters: string[]) => seqs.filter((_, i) => filters.some((f) => subjectMatches(f, `ledger.${events[i]!.account}.${events[i]!.kind}`)));
     const one = await collect({ from: "start", filter: ["ledger.acct-1.>"] });
     expect(one.seqs).toEqual(expected(["ledger.acct-1.>"]));
@@ -78,7 +78,7 @@ describe(`ordered-replay on nats-server ${version}`, () => {
   });
 
   it("resumes after a restart of the replayer at exactly the next sequence", async () => {
-    await appendEvents(jetstream(nc), ledgerEvents(1_000));
+    await appendEvents(nc, ledgerEvents(1_000));
     const stop = new AbortController();
     let n = 0;
     const first = await replay({ nc, log, name: "projector", positions, from: "resume", checkpointEvery: 1_000, signal: stop.signal, handler: () => void (++n === 420 && stop.abort()) });
@@ -91,7 +91,7 @@ describe(`ordered-replay on nats-server ${version}`, () => {
   });
 
   it("after a crash resumes from the last checkpoint: no gap, at most checkpointEvery-1 events repeated", async () => {
-    await appendEvents(jetstream(nc), ledgerEvents(500));
+    await appendEvents(nc, ledgerEvents(500));
     // A replayer that dies abruptly at event 237: its connection closes, so it cannot save on the way out.
     const doomed = await connect({ servers: server.url });
     const doomedPositions = await new Kvm(doomed).open(POSITIONS_BUCKET);
@@ -111,14 +111,14 @@ describe(`ordered-replay on nats-server ${version}`, () => {
 
   it("follows events appended during the replay, in order, without gaps", async () => {
     const js = jetstream(nc);
-    await appendEvents(js, ledgerEvents(500));
+    await appendEvents(nc, ledgerEvents(500));
     const stop = new AbortController();
     const seqs: number[] = [];
     const following = replay({ nc, log, name: "live", from: "start", follow: true, signal: stop.signal, handler: async (e) => {
       seqs.push(e.seq);
       if (e.seq % 50 === 0) await sleep(5); // slower than the producer now and then
     } });
-    for (let i = 0; i < 10; i++) await appendEvents(js, ledgerEvents(100, 4, 500 + i * 100), 10);
+    for (let i = 0; i < 10; i++) await appendEvents(nc, ledgerEvents(100, 4, 500 + i * 100), 10);
     await waitFor("the replay to reach the last append", () => seqs.length === 1_500, { timeoutMs: 20_000 });
     stop.abort();
     await following;
@@ -126,7 +126,7 @@ describe(`ordered-replay on nats-server ${version}`, () => {
   });
 
   it.skipIf(!!process.env.NATS_URL)("keeps order and skips nothing across a server restart in the middle of a replay", async () => {
-    await appendEvents(jetstream(nc), ledgerEvents(2_000));
+    await appendEvents(nc, ledgerEvents(2_000));
     const seqs: number[] = [];
     let restarted = false;
     const replaying = replay({ nc, log, name: "survivor", from: "start", handler: async (e) => {

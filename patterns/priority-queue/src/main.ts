@@ -32,7 +32,7 @@ async function nativeGroups(nc: NatsConnection, log: Logger, run: string, native
     const preferred = await startTierWorker({ nc, stream: TIERED_STREAM, name: "preferred", pull: { priority: 0 }, handler: work, log, onDone });
     const fallback = await startTierWorker({ nc, stream: TIERED_STREAM, name: "fallback", pull: { priority: 1 }, handler: work, log, onDone });
     await sleep(200);
-    const publish = (prefix: string, n: number) => publishTasks(js, tasksAt("normal", n, `${run}-${prefix}`), { subject: () => "tiered.tasks.render", stream: TIERED_STREAM });
+    const publish = (prefix: string, n: number) => publishTasks(nc, tasksAt("normal", n, `${run}-${prefix}`), { subject: () => "tiered.tasks.render", stream: TIERED_STREAM });
     await publish("tier-a", 100);
     await until(() => done.length === 100);
     const count = (w: string) => done.filter((d) => d.worker === w).length;
@@ -47,7 +47,7 @@ async function nativeGroups(nc: NatsConnection, log: Logger, run: string, native
   if (native.overflow) {
     const done: Done[] = [];
     const onDone = (d: Done) => void done.push(d);
-    const publish = (prefix: string, n: number) => publishTasks(js, tasksAt("normal", n, `${run}-${prefix}`), { subject: () => "overflow.tasks.render", stream: OVERFLOW_STREAM });
+    const publish = (prefix: string, n: number) => publishTasks(nc, tasksAt("normal", n, `${run}-${prefix}`), { subject: () => "overflow.tasks.render", stream: OVERFLOW_STREAM });
     const spill = await startTierWorker({ nc, stream: OVERFLOW_STREAM, name: "overflow", pull: { min_pending: 20 }, handler: work, log, onDone });
     await publish("ov-a", 10);
     await sleep(500);
@@ -83,7 +83,7 @@ runMain("priority-queue", async (_signal, log) => {
   // 1. Strict priority: the backlog is published low first, and still served high first.
   const run = Date.now().toString(36);
   const backlog = (prefix: string) => [...tasksAt("low", perLevel, `${run}-${prefix}-low`), ...tasksAt("normal", perLevel, `${run}-${prefix}-normal`), ...tasksAt("high", perLevel, `${run}-${prefix}-high`)];
-  await publishTasks(js, backlog("strict"));
+  await publishTasks(nc, backlog("strict"));
   const done: Done[] = [];
   let workers: Stoppable[] = [];
   for (let i = 1; i <= workerCount; i++) workers.push(await startWorker({ nc, name: `worker-${i}`, handler: work, log, onDone: (d) => void done.push(d) }));
@@ -94,7 +94,7 @@ runMain("priority-queue", async (_signal, log) => {
   for (const w of workers) await w.stop();
 
   // 2. Weighted: lower levels get a share while higher ones are busy (6:3:1 per 10 tasks).
-  await publishTasks(js, backlog("weighted"));
+  await publishTasks(nc, backlog("weighted"));
   const weighted: Done[] = [];
   workers = [await startWorker({ nc, name: "weighted", handler: work, log, weights: { high: 6, normal: 3, low: 1 }, onDone: (d) => void weighted.push(d) })];
   await until(() => weighted.length === 3 * perLevel);

@@ -1,7 +1,8 @@
 // Publishes tasks at a priority level: the level is the subject.
-import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { pathToFileURL } from "node:url";
 import { connectFromEnv, runMain, UserError } from "./nats.js";
+import { createPublisher } from "./publisher.js";
 import { type Level, LEVELS, STREAM, subjectFor } from "./setup.js";
 
 export interface Task {
@@ -9,14 +10,18 @@ export interface Task {
   level: Level;
 }
 
-/** Publishes with up to `window` acks outstanding, each with its id as Nats-Msg-Id. */
-export async function publishTasks(js: JetStreamClient, tasks: Task[], opts: { window?: number; subject?: (t: Task) => string; stream?: string } = {}): Promise<void> {
-  const window = opts.window ?? 128;
+/** Publishes through the fast publisher (see publisher.ts), each task with its id as Nats-Msg-Id. */
+export async function publishTasks(nc: NatsConnection, tasks: Task[], opts: { window?: number; subject?: (t: Task) => string; stream?: string } = {}): Promise<void> {
   const subject = opts.subject ?? ((t: Task) => subjectFor(t.level));
-  for (let i = 0; i < tasks.length; i += window) {
-    await Promise.all(tasks.slice(i, i + window).map((t) => js.publish(subject(t), JSON.stringify(t), { msgID: t.id, expect: { streamName: opts.stream ?? STREAM } })));
-  }
+  const publisher = createPublisher(nc, { stream: opts.stream ?? STREAM, window: opts.window });
+  let firstError = "";
+  const msgs = tasks.map((t) => ({ subject: subject(t), data: enc.encode(JSON.stringify(t)), id: t.id }));
+  const tally = await publisher.publishAll(msgs, (r) => (firstError ||= r.error ? `${r.id}: ${r.error}` : ""));
+  publisher.close();
+  if (tally.failed > 0) throw new Error(`${tally.failed} task(s) not published, e.g. ${firstError}`);
 }
+
+const enc = new TextEncoder();
 
 export function tasksAt(level: Level, count: number, prefix: string = level): Task[] {
   return Array.from({ length: count }, (_, i) => ({ id: `${prefix}-${i}`, level }));
@@ -28,7 +33,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     const [level, n = "10"] = process.argv.slice(2);
     if (!LEVELS.includes(level as Level)) throw new UserError(`level must be one of ${LEVELS.join(", ")}, got "${level ?? ""}"`);
     const nc = await connectFromEnv("priority-producer");
-    await publishTasks(jetstream(nc), tasksAt(level as Level, Number(n), `${level}-${Date.now().toString(36)}`));
+    await publishTasks(nc, tasksAt(level as Level, Number(n), `${level}-${Date.now().toString(36)}`));
     log.info({ level, count: Number(n) }, "published");
     await nc.drain();
   });

@@ -38,7 +38,7 @@ const stored = async (stream: string) => (await jsm.streams.info(stream)).state.
 describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
   it("serves a full backlog strictly high, then normal, then low, with one worker", async () => {
     await setup(jsm, version);
-    await publishTasks(jetstream(nc), backlog(30)); // published low first
+    await publishTasks(nc, backlog(30)); // published low first
     const done: Done[] = [];
     running.push(await startWorker({ nc, name: "w", handler: work, log, onDone: (d) => void done.push(d) }));
     await waitFor("90 tasks", () => done.length === 90);
@@ -49,7 +49,7 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
 
   it("with three competing workers, never takes a lower task while a higher one is waiting", async () => {
     await setup(jsm, version);
-    await publishTasks(jetstream(nc), backlog(40));
+    await publishTasks(nc, backlog(40));
     const done: Done[] = [];
     for (const name of ["a", "b", "c"]) running.push(await startWorker({ nc: await connect({ servers: server.url }), name, handler: work, log, onDone: (d) => void done.push(d) }));
     await waitFor("120 tasks", () => done.length === 120);
@@ -60,11 +60,11 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
 
   it("takes a high task published mid-backlog next, ahead of the waiting lower ones", async () => {
     await setup(jsm, version);
-    await publishTasks(jetstream(nc), tasksAt("low", 50));
+    await publishTasks(nc, tasksAt("low", 50));
     const done: Done[] = [];
     running.push(await startWorker({ nc, name: "w", handler: async () => void (await sleep(10)), log, onDone: (d) => void done.push(d) }));
     await waitFor("some low tasks done", () => done.length >= 5);
-    await publishTasks(jetstream(nc), [{ id: "urgent", level: "high" }]);
+    await publishTasks(nc, [{ id: "urgent", level: "high" }]);
     const doneAtPublish = done.length;
     await waitFor("the urgent task done", () => done.some((d) => d.task.id === "urgent"));
     // At most the task in hand when it arrived (plus one finishing as we looked) precedes it.
@@ -74,7 +74,7 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
 
   it("with weights 6:3:1 serves lower levels a share of a full backlog instead of starving them", async () => {
     await setup(jsm, version);
-    await publishTasks(jetstream(nc), backlog(30));
+    await publishTasks(nc, backlog(30));
     const done: Done[] = [];
     running.push(await startWorker({ nc, name: "w", handler: work, log, weights: { high: 6, normal: 3, low: 1 }, onDone: (d) => void done.push(d) }));
     await waitFor("90 tasks", () => done.length === 90);
@@ -104,7 +104,7 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     const preferred = await startTierWorker({ nc, stream: TIERED_STREAM, name: "preferred", pull: { priority: 0 }, handler: work, log, onDone });
     running.push(await startTierWorker({ nc, stream: TIERED_STREAM, name: "fallback", pull: { priority: 1 }, handler: work, log, onDone }));
     await sleep(300); // both pull requests are waiting at the server
-    const publish = (prefix: string, n: number) => publishTasks(jetstream(nc), tasksAt("normal", n, prefix), { subject: () => "tiered.tasks.render", stream: TIERED_STREAM });
+    const publish = (prefix: string, n: number) => publishTasks(nc, tasksAt("normal", n, prefix), { subject: () => "tiered.tasks.render", stream: TIERED_STREAM });
     await publish("a", 100);
     await waitFor("100 tasks", () => done.length === 100);
     expect(done.filter((d) => d.worker === "preferred").length).toBe(100);
@@ -119,7 +119,7 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     await setup(jsm, version);
     const done: Done[] = [];
     const onDone = (d: Done) => void done.push(d);
-    const publish = (prefix: string, n: number) => publishTasks(jetstream(nc), tasksAt("normal", n, prefix), { subject: () => "overflow.tasks.render", stream: OVERFLOW_STREAM });
+    const publish = (prefix: string, n: number) => publishTasks(nc, tasksAt("normal", n, prefix), { subject: () => "overflow.tasks.render", stream: OVERFLOW_STREAM });
     const spill = await startTierWorker({ nc, stream: OVERFLOW_STREAM, name: "overflow", pull: { min_pending: 20 }, handler: work, log, onDone });
     await publish("a", 10);
     await sleep(500);

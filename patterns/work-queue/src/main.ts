@@ -85,7 +85,7 @@ runMain("work-queue", async (signal, log) => {
   const jobs: Outgoing[] = Array.from({ length: jobCount }, (_, i) => encodeJob({ id: `${run}-${i}`, task: "thumbnail", input: { image: `img-${i}.png` } }));
   const malformed = Math.max(1, Math.floor(jobCount / 100));
   for (let i = 0; i < malformed; i++) jobs.push({ id: `${run}-bad-${i}`, subject: "jobs.thumbnail", data: new TextEncoder().encode(`{"id": "${run}-bad-${i}", oops`) });
-  const published = await publishJobs(jetstream(nc), jobs);
+  const published = await publishJobs(nc, jobs);
   log.info({ ...published, malformed }, "published jobs (a few poison, flaky and malformed among them)");
 
   const total = jobs.length;

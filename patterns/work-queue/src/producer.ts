@@ -1,8 +1,9 @@
 // Publishes jobs to the JOBS stream. Each job's id is its Nats-Msg-Id, so a retried publish of the
 // same job within the stream's duplicate_window is stored once.
-import { type JetStreamClient, jetstream, type PubAck } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { pathToFileURL } from "node:url";
 import { connectFromEnv, runMain } from "./nats.js";
+import { createPublisher } from "./publisher.js";
 import { STREAM, SUBJECT_PREFIX } from "./setup.js";
 import type { Job } from "./worker.js";
 
@@ -22,17 +23,18 @@ export interface PublishResult {
   duplicates: number;
 }
 
-/** Publishes with up to `window` acks outstanding; rejects on the first publish that fails. */
-export async function publishJobs(js: JetStreamClient, jobs: Outgoing[], window = 256): Promise<PublishResult> {
-  const result: PublishResult = { stored: 0, duplicates: 0 };
-  const count = (ack: PubAck) => (ack.duplicate ? result.duplicates++ : result.stored++);
-  for (let i = 0; i < jobs.length; i += window) {
-    const acks = await Promise.all(
-      jobs.slice(i, i + window).map((j) => js.publish(j.subject, j.data, { msgID: j.id, expect: { streamName: STREAM } })),
-    );
-    acks.forEach(count);
-  }
-  return result;
+/**
+ * Publishes jobs through one fast publisher (many in flight, acks on one inbox; see publisher.ts):
+ * a job whose ack times out is resent with its id, so it is stored once. Rejects, after the rest are
+ * published, if any job could not be stored, saying how many and why.
+ */
+export async function publishJobs(nc: NatsConnection, jobs: Iterable<Outgoing>, window = 1024): Promise<PublishResult> {
+  const publisher = createPublisher(nc, { stream: STREAM, window });
+  let firstError = "";
+  const tally = await publisher.publishAll(jobs, (r) => (firstError ||= r.error ? `${r.id}: ${r.error}` : ""));
+  publisher.close();
+  if (tally.failed > 0) throw new Error(`${tally.failed} job(s) not published, e.g. ${firstError}`);
+  return { stored: tally.stored, duplicates: tally.duplicates };
 }
 
 // CLI: `tsx src/producer.ts [count]` publishes `count` thumbnail jobs (setup must have run: main.ts does it).
@@ -43,7 +45,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     const nc = await connectFromEnv("work-queue-producer");
     const run = Date.now().toString(36);
     const jobs = Array.from({ length: count }, (_, i) => encodeJob({ id: `${run}-${i}`, task: "thumbnail", input: { image: `img-${i}.png` } }));
-    const res = await publishJobs(jetstream(nc), jobs);
+    const res = await publishJobs(nc, jobs);
     log.info(res, "published");
     await nc.drain();
   });

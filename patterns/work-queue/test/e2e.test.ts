@@ -8,7 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { DlqHeaders, startDeadLetterMover } from "../src/dead-letter.js";
 import { encodeJob, type Outgoing, publishJobs } from "../src/producer.js";
 import { DLQ_STREAM, GRACE_DELIVERIES, type RetryPolicy, setup, STREAM } from "../src/setup.js";
-import { type Handler, type Outcome, startWorker, type Worker } from "../src/worker.js";
+import { type Handler, type Outcome, startWorker, type Worker, type WorkerOptions } from "../src/worker.js";
 
 const retry: RetryPolicy = { backoffMs: [200, 400, 600], maxDeliver: 4 };
 const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
@@ -44,13 +44,13 @@ function tally() {
   return { outcomes, onOutcome: (o: Outcome) => void outcomes.push(o), ids };
 }
 
-async function spawnWorkers(n: number, handler: Handler, onOutcome: (o: Outcome) => void, prefix = "w"): Promise<NatsConnection[]> {
+async function spawnWorkers(n: number, handler: Handler, onOutcome: (o: Outcome) => void, prefix = "w", extra: Partial<WorkerOptions> = {}): Promise<NatsConnection[]> {
   const conns: NatsConnection[] = [];
   for (let i = 1; i <= n; i++) {
     const wnc = await connect({ servers: server.url });
     open.push(wnc);
     conns.push(wnc);
-    workers.push(await startWorker({ nc: wnc, name: `${prefix}${i}`, handler, log, retry, onOutcome }));
+    workers.push(await startWorker({ nc: wnc, name: `${prefix}${i}`, handler, log, retry, onOutcome, ...extra }));
   }
   return conns;
 }
@@ -81,10 +81,10 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
       await sleep(1 + (job.id.length % 3));
       if (job.id.startsWith("poison")) throw new Error("boom: cannot process");
       handled.push(job.id);
-    }, t.onOutcome);
+    }, t.onOutcome, "w", { confirmAcks: true });
 
     const all = [...good, ...poison, ...malformed];
-    const res = await publishJobs(jetstream(nc), all);
+    const res = await publishJobs(nc, all);
     expect(res).toEqual({ stored: all.length, duplicates: 0 });
     await waitFor("every job accounted for", () => t.ids("processed").length + t.ids("dead_lettered").length >= all.length, { timeoutMs: 30_000 });
     await sleep(300); // anything extra (a duplicate) would show up now
@@ -130,7 +130,7 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
     await spawnWorkers(2, async (_job, ctx) => {
       if (ctx.delivery < retry.maxDeliver) throw new Error(`transient failure ${ctx.delivery}`);
     }, t.onOutcome);
-    await publishJobs(jetstream(nc), jobsNamed("flaky", 3));
+    await publishJobs(nc, jobsNamed("flaky", 3));
     await waitFor("3 flaky jobs processed", () => t.ids("processed").length === 3, { timeoutMs: 20_000 });
     expect(t.ids("dead_lettered")).toEqual([]);
     expect(t.ids("retry").length).toBe(3 * (retry.maxDeliver - 1));
@@ -145,7 +145,7 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
       seen.push(performance.now());
       throw new Error("always fails");
     }, t.onOutcome);
-    await publishJobs(jetstream(nc), jobsNamed("slow", 1));
+    await publishJobs(nc, jobsNamed("slow", 1));
     await waitFor("dead-lettered after max_deliver", () => t.ids("dead_lettered").length === 1, { timeoutMs: 20_000 });
     expect(seen.length).toBe(retry.maxDeliver);
     for (let n = 1; n < seen.length; n++) {
@@ -166,7 +166,7 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
       }
       void ctx;
     }, t.onOutcome, "victim");
-    await publishJobs(jetstream(nc), jobsNamed("jobs", 20));
+    await publishJobs(nc, jobsNamed("jobs", 20));
     await waitFor("the victim took job 5", () => victimStarted > 0);
     let redeliveredAt = 0;
     await spawnWorkers(2, async (job) => void (job.id === "jobs-5" && (redeliveredAt = performance.now())), t.onOutcome, "survivor");
@@ -190,7 +190,7 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
     const started = new Promise<string>((resolve) =>
       lines.on("line", (l) => l.startsWith("started ") && resolve(l.slice(8)) === undefined && (startedAt = performance.now())),
     );
-    await publishJobs(jetstream(nc), jobsNamed("proc", 1));
+    await publishJobs(nc, jobsNamed("proc", 1));
     const id = await Promise.race([started, sleep(15_000).then(() => "timeout")]);
     expect(id).toBe("proc-0");
     child.kill("SIGKILL");
@@ -218,7 +218,7 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
       const swallow = (async () => {
         for await (const m of sink) deliveries.push(m.info.deliveryCount);
       })();
-      await publishJobs(js, jobsNamed("crashloop", 1));
+      await publishJobs(nc, jobsNamed("crashloop", 1));
       await waitFor("the dlq-mover to move the job", () => moved.length === 1, { timeoutMs: 20_000 });
       await sink.close();
       await swallow;
@@ -245,7 +245,7 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
       throw new Error("died");
     }, t.onOutcome);
     const byWorker = new Map(conns.map((c, i) => [`w${i + 1}`, c]));
-    await publishJobs(jetstream(nc), jobsNamed("last", 1));
+    await publishJobs(nc, jobsNamed("last", 1));
     await waitFor("dead-lettered by a surviving worker", () => t.ids("dead_lettered").length === 1, { timeoutMs: 20_000 });
     expect(tries).toEqual(Array.from({ length: retry.maxDeliver }, (_, i) => i + 1)); // the handler never ran a 5th time
     const dead = t.outcomes.find((o) => o.kind === "dead_lettered")!;
@@ -264,7 +264,7 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
     const swallow = (async () => {
       for await (const _ of sink) deliveries++;
     })();
-    await publishJobs(js, jobsNamed("stranded", 1));
+    await publishJobs(nc, jobsNamed("stranded", 1));
     await waitFor("max deliveries used up", () => deliveries === retry.maxDeliver + GRACE_DELIVERIES, { timeoutMs: 20_000 });
     await sleep(retry.backoffMs.at(-1)! + 300); // the last delivery's ack_wait runs out
     await sink.close();
@@ -292,7 +292,7 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
         await sleep(300);
       }
     }, t.onOutcome, "leaving");
-    await publishJobs(jetstream(nc), jobsNamed("drain", 30));
+    await publishJobs(nc, jobsNamed("drain", 30));
     await waitFor("the leaving worker holds a job", () => inHand !== "");
     const leaving = workers.pop()!;
     await leaving.stop();
@@ -311,8 +311,8 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
 
   it("stores a job published twice with the same id once", async () => {
     const js = jetstream(nc);
-    const first = await publishJobs(js, jobsNamed("dup", 5));
-    const again = await publishJobs(js, jobsNamed("dup", 5));
+    const first = await publishJobs(nc, jobsNamed("dup", 5));
+    const again = await publishJobs(nc, jobsNamed("dup", 5));
     expect(first).toEqual({ stored: 5, duplicates: 0 });
     expect(again).toEqual({ stored: 0, duplicates: 5 });
     expect((await jsm.streams.info(STREAM)).state.messages).toBe(5);

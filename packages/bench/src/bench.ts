@@ -1,0 +1,161 @@
+// `pnpm bench [--quick] [--only name,...]`: each pattern's throughput and client memory as a ratio of
+// the server's limit measured in the same run, on a nats-server this starts (newest in the cache, file
+// storage, temp dir), and the work queue against BullMQ on a local redis-server. Prints a table and
+// writes .cache/bench/results.json. --quick is the CI smoke: small counts, and a check that every
+// benchmark completed with sane numbers (every message accounted for); never a timing threshold.
+import { connect } from "@nats-io/transport-node";
+import { findServerBinary, repoRoot, startServer } from "@repo/harness";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { type Context, interleaved, type Result, timed } from "./measure.js";
+import { consumeAck, freshStream, jsPublish, orderedReplay, PAYLOAD, queueCeiling, rawIngest } from "./baselines.js";
+import { bullmqQueue, CONCURRENCY, natsQueue, WORKERS } from "./queues.js";
+import { createPublisher } from "../../../patterns/dedup-publish/src/publisher.js";
+import { patternBenches } from "./patterns.js";
+
+const { values } = parseArgs({ options: { quick: { type: "boolean" }, only: { type: "string" }, help: { type: "boolean", short: "h" } } });
+if (values.help) {
+  console.log("usage: pnpm bench [--quick] [--only ingest,consume,queue,patterns,memory,bullmq]");
+  process.exit(0);
+}
+const quick = values.quick === true;
+const only = values.only?.split(",");
+const want = (group: string) => !only || only.includes(group);
+
+async function main(): Promise<number> {
+  const bin = findServerBinary();
+  const server = await startServer({ version: bin.version });
+  const nc = await connect({ servers: server.url, name: "bench" });
+  const results: Result[] = [];
+  const rates = new Map<string, number>();
+  const ctx: Context = {
+    nc,
+    url: server.url,
+    quick,
+    n: quick ? 5_000 : 200_000,
+    rates,
+    record(r) {
+      const rate = r.count / r.seconds;
+      const base = r.ratioOf ? rates.get(r.ratioOf) : undefined;
+      const result: Result = { name: r.name, what: r.what, count: r.count, seconds: r.seconds, rate, of: r.ratioOf, ratio: base ? rate / base : undefined, goal: r.goal, rssMb: r.rssMb };
+      rates.set(r.name, rate);
+      results.push(result);
+      process.stderr.write(`  ${r.name}: ${Math.round(rate).toLocaleString("en")} msg/s${result.ratio ? ` (${result.ratio.toFixed(2)}× ${r.ratioOf})` : ""}\n`);
+      return result;
+    },
+  };
+  process.stderr.write(`bench: nats-server ${server.version}, ${quick ? "quick" : "full"} run, ${ctx.n} messages of ${PAYLOAD.length} bytes per benchmark\n`);
+  const problems: string[] = [];
+  const expect = (what: string, got: number, wanted: number) => {
+    if (got !== wanted) problems.push(`${what}: ${got} of ${wanted}`);
+  };
+  try {
+    const window = 1024;
+    const reps = quick ? 1 : 3;
+    if (want("ingest")) {
+      await freshStream(nc, "BENCH", ["bench.>"]);
+      const plain = createPublisher(nc);
+      const checked = createPublisher(nc, { stream: "BENCH" });
+      const run = Date.now().toString(36);
+      let batch = 0;
+      function* messages() {
+        batch++;
+        for (let i = 0; i < ctx.n; i++) yield { subject: "bench.pub", data: PAYLOAD, id: `${run}-${batch}-${i}` };
+      }
+      const jsN = Math.min(ctx.n, 50_000); // it is slow: fewer messages, the same rate
+      const r = await interleaved(reps, {
+        raw: () => rawIngest(nc, "bench.raw", ctx.n, window, false),
+        ids: () => rawIngest(nc, "bench.ids", ctx.n, window, true),
+        publisher: async () => (await plain.publishAll(messages())).stored,
+        checked: async () => (await checked.publishAll(messages())).stored,
+        js: () => jsPublish(nc, "bench.js", jsN, window),
+      });
+      plain.close();
+      checked.close();
+      for (const [k, v] of Object.entries(r)) expect(k, v.count, k === "js" ? jsN : ctx.n);
+      ctx.record({ name: "ingest.raw", what: "publish + reply on a shared inbox, acks counted", ...r.raw });
+      ctx.record({ name: "ingest.raw_ids", what: "the same with a Nats-Msg-Id on each", ...r.ids, ratioOf: "ingest.raw" });
+      ctx.record({ name: "ingest.js_publish", what: `await js.publish(), ${window} in flight, msg ids`, ...r.js });
+      ctx.record({ name: "publisher", what: `the patterns' publisher (publisher.ts): ${window} in flight, msg ids, acks matched`, ...r.publisher, ratioOf: "ingest.raw_ids", goal: 0.8 });
+      ctx.record({ name: "publisher.vs_js", what: "the same run against await js.publish()", ...r.publisher, ratioOf: "ingest.js_publish", goal: 4 });
+      ctx.record({ name: "publisher.stream", what: "the publisher with Nats-Expected-Stream too (as the patterns use it)", ...r.checked, ratioOf: "ingest.raw_ids" });
+    }
+    if (want("consume") || want("patterns")) {
+      await freshStream(nc, "CEILING", ["ceiling.>"]);
+      const filled = await rawIngest(nc, "ceiling.x", ctx.n, window, false);
+      expect("ceiling fill", filled, ctx.n);
+      let r = await timed(() => orderedReplay(nc, "CEILING", ctx.n));
+      expect("ordered replay", r.count, ctx.n);
+      ctx.record({ name: "consume.ordered", what: "ordered consumer replay, no acks", ...r });
+      r = await timed(() => consumeAck(nc, "CEILING", ctx.n));
+      expect("consume+ack", r.count, ctx.n);
+      ctx.record({ name: "consume.ack", what: "durable consumer, consume() + ack()", ...r, ratioOf: "consume.ordered" });
+    }
+    if (want("queue")) {
+      const jobs = quick ? ctx.n : 100_000;
+      let rss: number[] = [];
+      const r = await interleaved(reps, {
+        ceiling: () => queueCeiling(nc, server.url, jobs, WORKERS),
+        pattern: async () => {
+          const q = await natsQueue(ctx, jobs);
+          rss = q.rssMb;
+          problems.push(...q.problems);
+          return q.processed;
+        },
+      });
+      expect("queue ceiling", r.ceiling.count, jobs);
+      ctx.record({ name: "consume.queue", what: `publisher + ${WORKERS} consume() + ack() loops on a WorkQueue stream, end to end`, ...r.ceiling });
+      ctx.record({ name: "work-queue", what: `work-queue pattern: publisher + ${WORKERS} workers × ${CONCURRENCY}, explicit acks, end to end`, ...r.pattern, ratioOf: "consume.queue", goal: 0.7, rssMb: rss });
+    }
+    if (want("patterns")) problems.push(...(await patternBenches(ctx)));
+    if (want("memory") && !quick) {
+      // Memory over a million jobs: client RSS at the start, half way and at the end should stay flat.
+      const q = await natsQueue(ctx, 1_000_000);
+      problems.push(...q.problems);
+      ctx.record({ name: "work-queue.1m", what: "the work-queue pattern over 1,000,000 jobs", count: q.processed, seconds: q.seconds, rssMb: q.rssMb, ratioOf: "consume.queue" });
+    }
+    if (want("bullmq")) problems.push(...(await bullmqQueue(ctx)));
+  } finally {
+    await nc.close();
+    await server.stop();
+  }
+
+  printTable(results);
+  const dir = join(repoRoot, ".cache/bench");
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, quick ? "results-quick.json" : "results.json");
+  const machine = { cpus: cpus().length, cpu: cpus()[0]?.model, memGiB: Math.round(totalmem() / 2 ** 30), node: process.version, server: server.version };
+  writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), quick, machine, results }, null, 2)}\n`);
+  process.stdout.write(`results written to ${file}\n`);
+  for (const r of results) if (!(r.rate > 0 && Number.isFinite(r.rate))) problems.push(`${r.name}: rate ${r.rate}`);
+  if (problems.length > 0) {
+    process.stderr.write(`error: ${problems.length} benchmark(s) did not account for every message: ${problems.join("; ")}\n`);
+    return 1;
+  }
+  return 0;
+}
+
+function printTable(results: Result[]) {
+  const rows = results.map((r) => [
+    r.name,
+    Math.round(r.rate).toLocaleString("en"),
+    r.ratio === undefined ? "" : `${r.ratio.toFixed(2)}× ${r.of}`,
+    r.goal === undefined ? "" : `≥ ${r.goal}× ${r.ratio !== undefined && r.ratio >= r.goal ? "met" : "MISSED"}`,
+    r.rssMb ? r.rssMb.join(" → ") : "",
+    r.what,
+  ]);
+  const head = ["benchmark", "msg/s", "ratio", "goal", "client RSS MB", "what"];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 1 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  process.stdout.write(`\n${line(head)}\n${rows.map(line).join("\n")}\n\n`);
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`error: bench failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,64 @@
+// What every benchmark shares: the result record, the context it runs in, and the two measurements.
+import type { NatsConnection } from "@nats-io/transport-node";
+
+export interface Result {
+  name: string;
+  what: string;
+  count: number;
+  seconds: number;
+  rate: number;
+  /** The baseline this is a ratio of, and the ratio. */
+  of?: string;
+  ratio?: number;
+  /** The issue's goal for the ratio, when there is one. */
+  goal?: number;
+  rssMb?: number[];
+}
+
+export interface Context {
+  nc: NatsConnection;
+  url: string;
+  quick: boolean;
+  n: number;
+  /** Rates measured so far, by name. */
+  rates: Map<string, number>;
+  record(r: Omit<Result, "rate" | "ratio"> & { ratioOf?: string }): Result;
+}
+
+/** Client RSS in MB, after a full GC when node runs with --expose-gc (`pnpm bench` does). */
+export function rssMb(): number {
+  (globalThis as { gc?: () => void }).gc?.();
+  return Math.round(process.memoryUsage().rss / 1e6);
+}
+
+export async function timed(fn: () => Promise<number>): Promise<{ count: number; seconds: number }> {
+  const t0 = performance.now();
+  const count = await fn();
+  return { count, seconds: (performance.now() - t0) / 1000 };
+}
+
+
+/** Waits for `p`, or `ms` at most (a bound on every wait, so a lost message cannot hang the bench). */
+export async function within(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
+}
+
+export interface Sample {
+  count: number;
+  seconds: number;
+}
+
+/**
+ * Runs each benchmark `reps` times, interleaved (a, b, a, b, ...) so that a slow spell of this shared
+ * machine hits all of them alike, and keeps each one's median run.
+ */
+export async function interleaved<K extends string>(reps: number, fns: Record<K, () => Promise<number>>): Promise<Record<K, Sample>> {
+  const runs = {} as Record<K, Sample[]>;
+  for (let i = 0; i < reps; i++) {
+    for (const key of Object.keys(fns) as K[]) (runs[key] ??= []).push(await timed(fns[key]));
+  }
+  const median = (xs: Sample[]) => [...xs].sort((a, b) => a.count / a.seconds - b.count / b.seconds)[Math.floor(xs.length / 2)]!;
+  return Object.fromEntries(Object.entries<Sample[]>(runs).map(([k, xs]) => [k, median(xs)])) as Record<K, Sample>;
+}

@@ -1,0 +1,202 @@
+// A fast JetStream publisher: many publishes in flight, their acks all coming back on one reply
+// inbox and matched by a token at the end of the reply subject. `await js.publish()` makes a request
+// per message; this does what a request does (publish with a reply subject) without the per-request
+// bookkeeping, and keeps the guarantees: every message gets its own ack or its own error, a timed-out
+// publish is resent with the same Nats-Msg-Id (stored once), and when `window` publishes are in
+// flight, publish() waits for a free slot (back-pressure). Each pattern carries its own copy of this
+// file (kept identical by `pnpm check:sync`).
+import { createInbox, headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+
+export interface OutgoingMessage {
+  subject: string;
+  data: Uint8Array;
+  /** Nats-Msg-Id. With an id a timed-out publish is resent (the stream stores it once); without one it is not. */
+  id?: string;
+  /** Nats-Expected-Last-Subject-Sequence: store only if the subject's last message has this sequence. */
+  expectLastSubjectSequence?: number;
+  headers?: MsgHdrs;
+}
+
+export interface PublishResult {
+  id?: string;
+  /** The stream sequence it was stored at (0 on error). */
+  seq: number;
+  /** The server had this msg id already: nothing new was stored. */
+  duplicate: boolean;
+  attempts: number;
+  /** Why it was not stored: the server's error, or out of attempts. */
+  error?: string;
+}
+
+export interface PublisherOptions {
+  /** The stream every message must land in (Nats-Expected-Stream); a publish to another stream fails. */
+  stream?: string;
+  /** Publishes in flight at most (default 1024). */
+  window?: number;
+  /** Wait this long for an ack before resending (default 2000 ms), twice as long after each resend (up to 5 s). */
+  timeoutMs?: number;
+  /** Sends per message, the first included (default 5). */
+  attempts?: number;
+}
+
+export interface Tally {
+  stored: number;
+  duplicates: number;
+  /** Needed more than one send. */
+  retried: number;
+  failed: number;
+}
+
+export interface Publisher {
+  /** Resolves when the message is acked or has failed for good; never rejects. Waits first when the window is full. */
+  publish(msg: OutgoingMessage): Promise<PublishResult>;
+  /**
+   * Publishes all (any iterable: a generator of a million is never all in memory), keeping the window
+   * full; each result goes to `onResult` with its index. Resolves when every one has its result.
+   */
+  publishAll(msgs: Iterable<OutgoingMessage>, onResult?: (r: PublishResult, index: number) => void): Promise<Tally>;
+  /** Resolves when nothing is in flight: every publish so far has its result. */
+  flush(): Promise<void>;
+  /** Stops: publishes still waiting for an ack resolve with an error. */
+  close(): void;
+}
+
+interface InFlight {
+  msg: OutgoingMessage;
+  hdrs: MsgHdrs | undefined;
+  attempts: number;
+  /** When to act if no answer came: resend or give up. */
+  due: number;
+  /** The last answer said nothing was stored (no responders, 503): resending cannot store twice. */
+  unstored?: string;
+  index: number;
+  done(r: PublishResult, index: number): void;
+}
+
+type Ack = { seq?: number; duplicate?: boolean; error?: { code?: number; description?: string } };
+
+export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {}): Publisher {
+  const window = opts.window ?? 1024;
+  const timeoutMs = opts.timeoutMs ?? 2_000;
+  const maxAttempts = opts.attempts ?? 5;
+  const inbox = createInbox();
+  const inFlight = new Map<number, InFlight>();
+  const waiting: (() => void)[] = [];
+  const idle: (() => void)[] = [];
+  const slot = () => new Promise<void>((r) => waiting.push(r));
+  const text = new TextDecoder();
+  let token = 0;
+  let closed = false;
+
+  const send = (t: number, f: InFlight) => {
+    f.attempts++;
+    f.due = Date.now() + Math.min(timeoutMs * 2 ** (f.attempts - 1), Math.max(timeoutMs, 5_000));
+    f.unstored = undefined;
+    try {
+      nc.publish(f.msg.subject, f.msg.data, { reply: `${inbox}.${t}`, headers: f.hdrs });
+    } catch (err) {
+      finish(t, { seq: 0, duplicate: false, error: err instanceof Error ? err.message : String(err) }); // e.g. connection closed
+    }
+  };
+  const finish = (t: number, r: Omit<PublishResult, "id" | "attempts">) => {
+    const f = inFlight.get(t);
+    if (!f) return; // a late ack of a resent message: the first answer won
+    inFlight.delete(t);
+    f.done({ id: f.msg.id, attempts: f.attempts, seq: r.seq, duplicate: r.duplicate, error: r.error }, f.index);
+    waiting.shift()?.();
+    if (inFlight.size === 0) for (const w of idle.splice(0)) w();
+  };
+  // Nothing was stored: try again after a pause (a new stream's leader may be a moment away).
+  const later = (t: number, f: InFlight, why: string) => {
+    if (f.attempts >= maxAttempts) return finish(t, { seq: 0, duplicate: false, error: why });
+    f.unstored = why;
+    f.due = Date.now() + Math.min(100 * 2 ** (f.attempts - 1), 2_000);
+  };
+  const onAck = (m: Msg) => {
+    const t = Number(m.subject.slice(inbox.length + 1));
+    const f = inFlight.get(t);
+    if (!f) return;
+    // 503 status, no body: no stream listens on the subject (or none has a leader yet). Nothing was stored.
+    if (m.headers?.code === 503) return later(t, f, `no stream answered on ${f.msg.subject} (no responders): is the stream created?`);
+    let ack: Ack;
+    try {
+      const body = text.decode(m.data);
+      // The common ack, {"stream":"S","seq":N} (maybe ,"duplicate":true), without a JSON.parse.
+      const seq = /^\{"stream":"[^"]*",(?:"domain":"[^"]*",)?"seq":(\d+)(,"duplicate":true)?\}$/.exec(body);
+      if (seq) return finish(t, { seq: Number(seq[1]), duplicate: seq[2] !== undefined });
+      ack = JSON.parse(body) as Ack;
+    } catch {
+      return finish(t, { seq: 0, duplicate: false, error: `unreadable ack: ${text.decode(m.data).slice(0, 80)}` });
+    }
+    if (ack.error) {
+      // A 503 from JetStream (e.g. a stream without a leader for a moment) is worth another try.
+      if (ack.error.code === 503) return later(t, f, ack.error.description ?? "unavailable");
+      return finish(t, { seq: 0, duplicate: false, error: ack.error.description ?? `error ${ack.error.code}` });
+    }
+    finish(t, { seq: ack.seq ?? 0, duplicate: ack.duplicate === true });
+  };
+  const sub: Subscription = nc.subscribe(`${inbox}.*`, { callback: (err, m) => (err ? undefined : onAck(m)) });
+
+  // Acts on what is due: resend if that cannot store twice (nothing stored, or a msg id), else give up.
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const [t, f] of inFlight) {
+      if (now < f.due) continue;
+      if (f.unstored || (f.msg.id && f.attempts < maxAttempts)) send(t, f);
+      else finish(t, { seq: 0, duplicate: false, error: f.msg.id ? `no ack after ${f.attempts} attempts (first timeout ${timeoutMs}ms)` : `no ack within ${timeoutMs}ms; without a msg id it is not resent (it may be stored)` });
+    }
+  }, Math.max(1, Math.min(100, timeoutMs)));
+
+  const room = async () => {
+    while (inFlight.size >= window && !closed) await slot();
+  };
+  const flush = () => (inFlight.size === 0 ? Promise.resolve() : new Promise<void>((r) => idle.push(r)));
+  const start = (msg: OutgoingMessage, done: InFlight["done"], index = 0) => {
+    if (closed) return done({ id: msg.id, seq: 0, duplicate: false, attempts: 0, error: "publisher closed" }, index);
+    let hdrs = msg.headers;
+    if (msg.id || opts.stream || msg.expectLastSubjectSequence !== undefined) {
+      hdrs = hdrs ?? headers();
+      if (msg.id) hdrs.set("Nats-Msg-Id", msg.id);
+      if (opts.stream) hdrs.set("Nats-Expected-Stream", opts.stream);
+      if (msg.expectLastSubjectSequence !== undefined) hdrs.set("Nats-Expected-Last-Subject-Sequence", String(msg.expectLastSubjectSequence));
+    }
+    const t = ++token;
+    const f: InFlight = { msg, hdrs, attempts: 0, due: 0, index, done };
+    inFlight.set(t, f);
+    send(t, f);
+  };
+  const publish = async (msg: OutgoingMessage): Promise<PublishResult> => {
+    await room();
+    return new Promise<PublishResult>((resolve) => start(msg, resolve));
+  };
+
+  return {
+    publish,
+    async publishAll(msgs, onResult) {
+      const tally: Tally = { stored: 0, duplicates: 0, retried: 0, failed: 0 };
+      const count = (r: PublishResult, i: number) => {
+        if (r.error) tally.failed++;
+        else if (r.duplicate) tally.duplicates++;
+        else tally.stored++;
+        if (r.attempts > 1) tally.retried++;
+        onResult?.(r, i);
+      };
+      let i = 0;
+      for (const m of msgs) {
+        // Only wait when the window is full: publishes made in one go leave in one socket write.
+        if (inFlight.size >= window) await room();
+        start(m, count, i++); // a callback, not a promise and a closure per message: less garbage
+      }
+      await flush();
+      return tally;
+    },
+    flush,
+    close() {
+      closed = true;
+      clearInterval(sweep);
+      sub.unsubscribe();
+      for (const t of [...inFlight.keys()]) finish(t, { seq: 0, duplicate: false, error: "publisher closed before the ack" });
+      for (const w of waiting.splice(0)) w();
+    },
+  };
+}
