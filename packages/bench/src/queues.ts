@@ -3,7 +3,7 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { freePort } from "@repo/harness";
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -74,7 +74,11 @@ export async function natsQueue(ctx: Context, count: number): Promise<QueueRun> 
 async function startRedis(): Promise<{ port: number; stop(): Promise<void> }> {
   const root = join(repoRoot, ".cache/redis/root");
   const bin = join(root, "usr/bin/redis-server");
-  if (!existsSync(bin)) throw new Error(`no redis-server in ${root}: run "bash packages/bench/bin/provision-redis.sh"`);
+  if (!existsSync(bin)) {
+    process.stderr.write("getting redis-server from Debian's packages (once)...\n");
+    const got = spawnSync("bash", [join(repoRoot, "packages/bench/bin/provision-redis.sh")], { stdio: ["ignore", "ignore", "inherit"] });
+    if (got.status !== 0 || !existsSync(bin)) throw new Error(`no redis-server in ${root}: "bash packages/bench/bin/provision-redis.sh" failed`);
+  }
   const libs = readdirSync(join(root, "usr/lib")).filter((d) => d.endsWith("-linux-gnu")).map((d) => join(root, "usr/lib", d));
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "jsp-redis-"));

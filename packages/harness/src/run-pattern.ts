@@ -1,6 +1,7 @@
 // `pnpm run pattern <name> [options]`: runs a pattern's demo (patterns/<name>/src/main.ts) against
 // NATS_URL if set, else against a nats-server it starts itself and stops afterwards.
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { repoRoot } from "./binary.js";
 import { patternNames } from "./patterns.js";
@@ -10,6 +11,30 @@ import { startServer } from "./server.js";
 const usage = (names: string[]) =>
   `usage: pnpm run pattern <name> [--cluster] [options]   (pattern: ${names.join(", ")}; options: pnpm run pattern <name> --help)`;
 
+const help = (names: string[]) => {
+  const describe = (n: string) => (JSON.parse(readFileSync(join(repoRoot, "patterns", n, "package.json"), "utf8")) as { description?: string }).description ?? "";
+  return `usage: pnpm run pattern <name> [--cluster] [options]
+
+Runs a pattern's demo: it narrates each step and ends with a summary (lost=0 ...); exit 1 if the
+pattern's guarantee did not hold. Without NATS_URL it starts a nats-server on a free loopback port
+with a temp store, and stops it afterwards.
+
+patterns:
+${names.map((n) => `  ${n.padEnd(16)}${describe(n)}`).join("\n")}
+
+options:
+  <name> --help     the pattern's own options (message counts, workers, ...)
+  --cluster         start a local 3-node cluster and use R3 streams (also NATS_CLUSTER=1)
+  --json            JSON log lines (also LOG_FORMAT=json; the default when output is not a terminal)
+
+environment:
+  NATS_URL                  use this server (comma-separated for a cluster) instead of starting one
+  NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS   credentials, as with the NATS CLI
+  NATS_REPLICAS             stream replicas on your own cluster (default 1; --cluster sets 3)
+  NATS_SERVER_VERSION       which cached nats-server to start (2.9.10, 2.10.27, 2.15.1; default newest)
+`;
+};
+
 function fail(message: string): never {
   process.stderr.write(`error: ${message}\n`);
   process.exit(2);
@@ -18,9 +43,13 @@ function fail(message: string): never {
 async function main(): Promise<number> {
   const [name, ...rest] = process.argv.slice(2);
   const names = patternNames();
-  if (!name || name === "--help" || name === "-h") {
+  if (!name) {
     process.stderr.write(`${usage(names)}\n`);
-    return name ? 0 : 2;
+    return 2;
+  }
+  if (name === "--help" || name === "-h") {
+    process.stdout.write(help(names));
+    return 0;
   }
   if (!names.includes(name)) fail(`unknown pattern "${name}" — choose one of: ${names.join(", ")}`);
 

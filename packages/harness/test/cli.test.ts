@@ -119,10 +119,38 @@ describe("pnpm run pattern", () => {
     expect(lines.at(-1)).toMatchObject({ lost: 0, duplicates: 0, left_in_queue: 0 });
   });
 
+  it("explains the runner with --help: every pattern, --cluster, the server and credential env vars", async () => {
+    const r = await run(["--help"], { NATS_URL: undefined });
+    expect(r.code).toBe(0);
+    for (const text of ["work-queue", "priority-queue", "--cluster", "NATS_URL", "NATS_TOKEN", "NATS_SERVER_VERSION", "<name> --help"]) expect(r.stdout).toContain(text);
+  });
+
   it("prints a pattern's options with --help, without starting a server", async () => {
     const r = await run(["priority-queue", "--help"], { NATS_URL: undefined });
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/usage: pnpm run pattern priority-queue/);
     expect(r.stderr).not.toMatch(/started nats-server/);
   });
+
+  // A secured server: the patterns connect with the NATS CLI's env vars, and say so in one line without them.
+  const secured = [
+    { how: "user/password", config: "authorization { user: alice, password: s3cret }", env: { NATS_USER: "alice", NATS_PASSWORD: "s3cret" } },
+    { how: "token", config: "authorization { token: t0ken-abc }", env: { NATS_TOKEN: "t0ken-abc" } },
+  ];
+  for (const { how, config, env } of secured) {
+    it(`connects to a server that requires a ${how} with the env vars, and fails in one line without them`, async () => {
+      const locked = await startServer({ config });
+      try {
+        const ok = await run(["fanout", "--orders", "5"], { NATS_URL: locked.url, ...env });
+        expect(ok.code, ok.stderr).toBe(0);
+        expect(JSON.parse(ok.stdout.trim().split("\n").at(-1)!)).toMatchObject({ lost: 0 });
+        const denied = await run(["fanout", "--orders", "5"], { NATS_URL: locked.url });
+        expect(denied.code).not.toBe(0);
+        expect(oneLine(denied.stderr)).toEqual([expect.stringMatching(/^error: nats-server at .* refused the connection .*set NATS_USER\/NATS_PASSWORD, NATS_TOKEN or NATS_CREDS$/)]);
+        expect(noStack(denied.stderr)).toBe(true);
+      } finally {
+        await locked.stop();
+      }
+    });
+  }
 });

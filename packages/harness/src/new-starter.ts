@@ -1,0 +1,119 @@
+// `pnpm run new <pattern> <dir>`: copies a pattern out of the monorepo as a standalone project: its
+// src/, a package.json with the exact versions this repo is tested with (no workspace links), a
+// tsconfig.json, its README and a minimal test that runs the demo against NATS_URL and checks its
+// accounting. Then in <dir>: `npm install && NATS_URL=nats://127.0.0.1:4222 npm test`, `npm start`.
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { basename, join, resolve } from "node:path";
+import { repoRoot } from "./binary.js";
+import { patternNames } from "./patterns.js";
+
+const usage = "usage: pnpm run new <pattern> <dir>   (writes a standalone copy of the pattern into <dir>, which must not exist or be empty)";
+
+function fail(message: string): never {
+  process.stderr.write(`error: ${message}\n`);
+  process.exit(2);
+}
+
+// Small, fast demo options for the starter's test.
+const testArgs: Record<string, string[]> = {
+  "work-queue": ["--jobs", "40"],
+  fanout: ["--orders", "10"],
+  "dedup-publish": ["--payments", "400", "--window-ms", "1000"],
+  "ordered-replay": ["--events", "300"],
+  "priority-queue": ["--tasks", "10"],
+};
+
+const [name, target] = process.argv.slice(2);
+const names = patternNames();
+if (name === "--help" || name === "-h") {
+  process.stdout.write(`${usage}\npatterns: ${names.join(", ")}\n`);
+  process.exit(0);
+}
+if (!name || !target) fail(`${usage}\npatterns: ${names.join(", ")}`);
+if (!names.includes(name)) fail(`unknown pattern "${name}" — choose one of: ${names.join(", ")}`);
+// pnpm runs scripts from the repo root; a relative dir means relative to where the user typed it.
+const dir = resolve(process.env.INIT_CWD ?? process.cwd(), target);
+if (existsSync(dir) && readdirSync(dir).length > 0) fail(`${dir} exists and is not empty — choose a new or empty directory (nothing was written)`);
+
+const from = join(repoRoot, "patterns", name);
+const pkg = JSON.parse(readFileSync(join(from, "package.json"), "utf8")) as {
+  description?: string;
+  dependencies: Record<string, string>;
+  devDependencies: Record<string, string>;
+};
+/** The version installed here, which is the one the matrix tested: pinned as ^x.y.z. */
+const installed = (dep: string) => {
+  const file = join(from, "node_modules", dep, "package.json");
+  if (!existsSync(file)) fail(`${dep} is not installed in ${from}: run "pnpm install" first`);
+  return `^${(JSON.parse(readFileSync(file, "utf8")) as { version: string }).version}`;
+};
+const deps = Object.fromEntries(Object.keys(pkg.dependencies).map((d) => [d, installed(d)]));
+const devDeps = Object.fromEntries(["@types/node", "tsx", "typescript", "vitest"].map((d) => [d, installed(d)]));
+
+mkdirSync(join(dir, "test"), { recursive: true });
+cpSync(join(from, "src"), join(dir, "src"), { recursive: true });
+const project = basename(dir).toLowerCase().replace(/[^a-z0-9._-]+/g, "-") || name;
+const json = (value: unknown) => `${JSON.stringify(value, null, 2)}\n`;
+writeFileSync(
+  join(dir, "package.json"),
+  json({
+    name: project,
+    version: "0.1.0",
+    private: true,
+    type: "module",
+    description: pkg.description,
+    engines: { node: ">=20" },
+    scripts: { start: "tsx src/main.ts", test: "vitest run --testTimeout=120000", typecheck: "tsc -p tsconfig.json" },
+    dependencies: deps,
+    devDependencies: devDeps,
+  }),
+);
+const base = JSON.parse(readFileSync(join(repoRoot, "tsconfig.base.json"), "utf8")) as object;
+writeFileSync(join(dir, "tsconfig.json"), json({ ...base, include: ["src", "test"] }));
+writeFileSync(join(dir, ".gitignore"), "node_modules/\n");
+writeFileSync(
+  join(dir, "test/starter.test.ts"),
+  `// Runs the demo (src/main.ts) against the nats-server at NATS_URL and checks its accounting: it
+// exits 0 and its summary says nothing was lost or duplicated. Replace with tests of your own code.
+import { spawnSync } from "node:child_process";
+import { expect, it } from "vitest";
+
+it("runs the ${name} demo against NATS_URL: nothing lost, nothing duplicated", () => {
+  if (!process.env.NATS_URL) throw new Error("set NATS_URL to a nats-server with JetStream enabled (e.g. nats-server -js, or docker run -p 4222:4222 nats -js)");
+  const r = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts", ${testArgs[name]!.map((a) => JSON.stringify(a)).join(", ")}], {
+    env: { ...process.env, LOG_FORMAT: "json" },
+    encoding: "utf8",
+    timeout: 110_000,
+  });
+  expect(r.status, r.stderr).toBe(0);
+  const summary = JSON.parse(r.stdout.trim().split("\\n").at(-1)!) as { msg: string; lost?: number; duplicates?: number };
+  expect(summary.msg).toMatch(/^summary: /);
+  expect(summary.lost).toBe(0);
+  if (summary.duplicates !== undefined) expect(summary.duplicates).toBe(0);
+});
+`,
+);
+const readme = readFileSync(join(from, "README.md"), "utf8");
+writeFileSync(
+  join(dir, "README.md"),
+  `<!-- Made by "pnpm run new ${name}" from jetstream-patterns; the pattern's README follows. -->
+# ${project}
+
+Standalone copy of the **${name}** pattern. It needs Node 20 or newer and a nats-server with
+JetStream (\`nats-server -js\`, or \`docker run -p 4222:4222 nats -js\`).
+
+\`\`\`sh
+npm install
+NATS_URL=nats://127.0.0.1:4222 npm start     # the demo (options: npm start -- --help)
+NATS_URL=nats://127.0.0.1:4222 npm test      # runs the demo and checks nothing was lost
+\`\`\`
+
+Connection settings follow the NATS CLI: \`NATS_URL\`, \`NATS_USER\`/\`NATS_PASSWORD\`, \`NATS_TOKEN\`,
+\`NATS_CREDS\`. \`src/nats.ts\` (connection, logging, errors) and \`src/publisher.ts\` (the fast
+publisher) are yours to change now.
+
+---
+
+${readme}`,
+);
+process.stdout.write(`wrote ${name} to ${dir}\nnext: cd ${dir} && npm install && NATS_URL=nats://127.0.0.1:4222 npm test\n`);
