@@ -70,8 +70,10 @@ interface InFlight {
   /** The last answer said nothing was stored (no responders, 503): resending cannot store twice. */
   unstored?: string;
   index: number;
-  done(r: PublishResult, index: number): void;
+  done(f: InFlight, seq: number, duplicate: boolean, error?: string): void;
 }
+
+const result = (f: InFlight, seq: number, duplicate: boolean, error?: string): PublishResult => ({ id: f.msg.id, seq, duplicate, attempts: f.attempts, error });
 
 type Ack = { seq?: number; duplicate?: boolean; error?: { code?: number; description?: string } };
 
@@ -95,20 +97,20 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     try {
       nc.publish(f.msg.subject, f.msg.data, { reply: `${inbox}.${t}`, headers: f.hdrs });
     } catch (err) {
-      finish(t, { seq: 0, duplicate: false, error: err instanceof Error ? err.message : String(err) }); // e.g. connection closed
+      finish(t, 0, false, err instanceof Error ? err.message : String(err)); // e.g. connection closed
     }
   };
-  const finish = (t: number, r: Omit<PublishResult, "id" | "attempts">) => {
+  const finish = (t: number, seq: number, duplicate: boolean, error?: string) => {
     const f = inFlight.get(t);
     if (!f) return; // a late ack of a resent message: the first answer won
     inFlight.delete(t);
-    f.done({ id: f.msg.id, attempts: f.attempts, seq: r.seq, duplicate: r.duplicate, error: r.error }, f.index);
+    f.done(f, seq, duplicate, error);
     waiting.shift()?.();
     if (inFlight.size === 0) for (const w of idle.splice(0)) w();
   };
   // Nothing was stored: try again after a pause (a new stream's leader may be a moment away).
   const later = (t: number, f: InFlight, why: string) => {
-    if (f.attempts >= maxAttempts) return finish(t, { seq: 0, duplicate: false, error: why });
+    if (f.attempts >= maxAttempts) return finish(t, 0, false, why);
     f.unstored = why;
     f.due = Date.now() + Math.min(100 * 2 ** (f.attempts - 1), 2_000);
   };
@@ -118,22 +120,22 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     if (!f) return;
     // 503 status, no body: no stream listens on the subject (or none has a leader yet). Nothing was stored.
     if (m.headers?.code === 503) return later(t, f, `no stream answered on ${f.msg.subject} (no responders): is the stream created?`);
+    const body = text.decode(m.data);
+    // The common ack, {"stream":"S","seq":N} (maybe with "duplicate": true), read without JSON.parse.
+    const at = body.indexOf('"seq":');
+    if (at >= 0 && !body.includes('"error"')) return finish(t, Number.parseInt(body.slice(at + 6), 10), body.includes('"duplicate"'));
     let ack: Ack;
     try {
-      const body = text.decode(m.data);
-      // The common ack, {"stream":"S","seq":N} (maybe ,"duplicate":true), without a JSON.parse.
-      const seq = /^\{"stream":"[^"]*",(?:"domain":"[^"]*",)?"seq":(\d+)(,"duplicate":true)?\}$/.exec(body);
-      if (seq) return finish(t, { seq: Number(seq[1]), duplicate: seq[2] !== undefined });
       ack = JSON.parse(body) as Ack;
     } catch {
-      return finish(t, { seq: 0, duplicate: false, error: `unreadable ack: ${text.decode(m.data).slice(0, 80)}` });
+      return finish(t, 0, false, `unreadable ack: ${body.slice(0, 80)}`);
     }
     if (ack.error) {
       // A 503 from JetStream (e.g. a stream without a leader for a moment) is worth another try.
       if (ack.error.code === 503) return later(t, f, ack.error.description ?? "unavailable");
-      return finish(t, { seq: 0, duplicate: false, error: ack.error.description ?? `error ${ack.error.code}` });
+      return finish(t, 0, false, ack.error.description ?? `error ${ack.error.code}`);
     }
-    finish(t, { seq: ack.seq ?? 0, duplicate: ack.duplicate === true });
+    finish(t, ack.seq ?? 0, ack.duplicate === true);
   };
   const sub: Subscription = nc.subscribe(`${inbox}.*`, { callback: (err, m) => (err ? undefined : onAck(m)) });
 
@@ -143,7 +145,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     for (const [t, f] of inFlight) {
       if (now < f.due) continue;
       if (f.unstored || (f.msg.id && f.attempts < maxAttempts)) send(t, f);
-      else finish(t, { seq: 0, duplicate: false, error: f.msg.id ? `no ack after ${f.attempts} attempts (first timeout ${timeoutMs}ms)` : `no ack within ${timeoutMs}ms; without a msg id it is not resent (it may be stored)` });
+      else finish(t, 0, false, f.msg.id ? `no ack after ${f.attempts} attempts (first timeout ${timeoutMs}ms)` : `no ack within ${timeoutMs}ms; without a msg id it is not resent (it may be stored)`);
     }
   }, Math.max(1, Math.min(100, timeoutMs)));
 
@@ -152,7 +154,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   };
   const flush = () => (inFlight.size === 0 ? Promise.resolve() : new Promise<void>((r) => idle.push(r)));
   const start = (msg: OutgoingMessage, done: InFlight["done"], index = 0) => {
-    if (closed) return done({ id: msg.id, seq: 0, duplicate: false, attempts: 0, error: "publisher closed" }, index);
+    if (closed) return done({ msg, hdrs: undefined, attempts: 0, due: 0, index, done }, 0, false, "publisher closed");
     let hdrs = msg.headers;
     if (msg.id || opts.stream || msg.expectLastSubjectSequence !== undefined) {
       hdrs = hdrs ?? headers();
@@ -167,19 +169,20 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   };
   const publish = async (msg: OutgoingMessage): Promise<PublishResult> => {
     await room();
-    return new Promise<PublishResult>((resolve) => start(msg, resolve));
+    return new Promise<PublishResult>((resolve) => start(msg, (f, seq, duplicate, error) => resolve(result(f, seq, duplicate, error))));
   };
 
   return {
     publish,
     async publishAll(msgs, onResult) {
       const tally: Tally = { stored: 0, duplicates: 0, retried: 0, failed: 0 };
-      const count = (r: PublishResult, i: number) => {
-        if (r.error) tally.failed++;
-        else if (r.duplicate) tally.duplicates++;
+      // Counted without an object per message; one is made only for onResult.
+      const count: InFlight["done"] = (f, seq, duplicate, error) => {
+        if (error) tally.failed++;
+        else if (duplicate) tally.duplicates++;
         else tally.stored++;
-        if (r.attempts > 1) tally.retried++;
-        onResult?.(r, i);
+        if (f.attempts > 1) tally.retried++;
+        onResult?.(result(f, seq, duplicate, error), f.index);
       };
       let i = 0;
       for (const m of msgs) {
@@ -195,7 +198,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       closed = true;
       clearInterval(sweep);
       sub.unsubscribe();
-      for (const t of [...inFlight.keys()]) finish(t, { seq: 0, duplicate: false, error: "publisher closed before the ack" });
+      for (const t of [...inFlight.keys()]) finish(t, 0, false, "publisher closed before the ack");
       for (const w of waiting.splice(0)) w();
     },
   };
