@@ -3,7 +3,7 @@
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { parseArgs } from "node:util";
 import { readStored, storedTwice } from "./consumer.js";
-import { connectFromEnv, runMain, UserError } from "./nats.js";
+import { connectFromEnv, logSummary, runMain, UserError } from "./nats.js";
 import { payment, publishIdempotent, publishPipelined, tally } from "./producer.js";
 import { setup } from "./setup.js";
 
@@ -64,7 +64,8 @@ runMain("dedup-publish", async (_signal, log) => {
   await nc.drain();
   const failed = first.failed + storm.failed + timed.failed;
   const lost = ids.length - unique;
-  log.info(
+  logSummary(
+    log,
     { payments: count, stored: stored.length, unique, duplicates_reported: storm.duplicates + timed.duplicates, retried: timed.retried, failed, stored_twice: twice.length, lost },
     `summary: payments=${count} stored=${stored.length} (=${count} + 1 after the window) duplicates_reported=${storm.duplicates + timed.duplicates} stored_twice=${twice.length} lost=${lost}`,
   );

@@ -3,7 +3,7 @@
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { parseArgs } from "node:util";
 import { type Received, startSubscriber, type Subscriber } from "./consumer.js";
-import { connectFromEnv, runMain, UserError } from "./nats.js";
+import { connectFromEnv, logSummary, runMain, UserError } from "./nats.js";
 import { orderEvents, publishEvents } from "./producer.js";
 import { addConsumer, CONSUMERS, type Retention, setup, streams } from "./setup.js";
 
@@ -85,6 +85,6 @@ runMain("fanout", async (signal, log) => {
   const dup = [...got.values()].reduce((n, m) => n + [...m.values()].filter((c) => c > 1).length, 0);
   const lost = everyone.reduce((n, k) => n + Math.max(0, (k === "interest/analytics" ? events.length + more.length : events.length) - (got.get(k)?.size ?? 0)), 0);
   const summary = { events: events.length, consumers: everyone.length, late_joiner_limits: lateJoiner.limits, late_joiner_interest: lateJoiner.interest, lost, duplicates: dup };
-  log.info(summary, `summary: events=${events.length} consumers=${everyone.length} each_got_all=${lost === 0} late_joiner_replayed=${lateJoiner.limits}/${lateJoiner.interest} (limits/interest) lost=${lost} duplicates=${dup}`);
+  logSummary(log, summary, `summary: events=${events.length} consumers=${everyone.length} each_got_all=${lost === 0} late_joiner_replayed=${lateJoiner.limits}/${lateJoiner.interest} (limits/interest) lost=${lost} duplicates=${dup}`);
   if (lost > 0 || dup > 0) process.exitCode = 1;
 });

@@ -2,7 +2,7 @@
 // from a time, for a subject filter; stop a replayer and resume it; follow live appends.
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { parseArgs } from "node:util";
-import { connectFromEnv, runMain, UserError } from "./nats.js";
+import { connectFromEnv, logSummary, runMain, UserError } from "./nats.js";
 import { appendEvents, ledgerEvents } from "./producer.js";
 import { type Entry, loadPosition, replay, type ReplayOptions } from "./replayer.js";
 import { setup, STREAM } from "./setup.js";
@@ -87,7 +87,8 @@ runMain("ordered-replay", async (signal, log) => {
   await nc.drain();
   const replayed = new Set([...all.seqs, ...followed]);
   const lost = [...seqsA, ...seqsB, ...appended].filter((seq) => !replayed.has(seq)).length;
-  log.info(
+  logSummary(
+    log,
     { replayed: all.res.count, resumed_at: resumed.seqs[0], saved_position: saved, followed: followed.length, problems, lost },
     `summary: replayed=${all.res.count} resumed_at=${resumed.seqs[0]} (position ${saved}) followed=${followed.length}/${appended.length} gaps_or_out_of_order=${problems} lost=${lost}`,
   );

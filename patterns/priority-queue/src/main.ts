@@ -3,7 +3,7 @@
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { parseArgs } from "node:util";
-import { connectFromEnv, type Logger, runMain, UserError } from "./nats.js";
+import { connectFromEnv, logSummary, type Logger, runMain, UserError } from "./nats.js";
 import { publishTasks, tasksAt } from "./producer.js";
 import { type Level, LEVELS, OVERFLOW_STREAM, setup, TIERED_STREAM } from "./setup.js";
 import { type Done, outOfPriority, startTierWorker, startWorker, type Stoppable, takenOrder } from "./worker.js";
@@ -109,7 +109,8 @@ runMain("priority-queue", async (_signal, log) => {
   const lost = 3 * perLevel - done.length + 3 * perLevel - weighted.length;
   const ordered = violations === 0;
   const nativeLabel = native.prioritized ? "prioritized+overflow" : native.overflow ? "overflow" : "unavailable (subjects per level)";
-  log.info(
+  logSummary(
+    log,
     { completed: done.length + weighted.length, high_first: ordered, weighted_first_ten: firstTen, native: nativeLabel, ...groups, lost },
     `summary: completed=${done.length + weighted.length} high_first=${ordered} weighted_first_ten=${firstTen.high}/${firstTen.normal}/${firstTen.low} native=${nativeLabel} lost=${lost}`,
   );

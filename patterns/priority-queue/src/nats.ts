@@ -13,14 +13,25 @@ export type { Logger };
 /** An error whose message is the whole story: printed as one line, no stack trace. */
 export class UserError extends Error {}
 
+/** JSON log lines when asked (LOG_FORMAT=json, --json) or when output is not a terminal. */
+const jsonLogs = () => process.env.LOG_FORMAT === "json" || process.argv.includes("--json") || !process.stdout.isTTY;
+
 export function createLogger(name: string): Logger {
   const level = process.env.LOG_LEVEL ?? "info";
-  const json = process.env.LOG_FORMAT === "json" || process.argv.includes("--json") || !process.stdout.isTTY;
-  if (json) return pino({ name, level, base: undefined });
+  if (jsonLogs()) return pino({ name, level, base: undefined });
   return pino(
     { name, level, base: undefined },
     pretty({ sync: true, colorize: true, ignore: "name", translateTime: "HH:MM:ss.l", singleLine: true }),
   );
+}
+
+/** A run's last word: one log line (what machines read) and, in a terminal, a table for people. */
+export function logSummary(log: Logger, summary: Record<string, unknown>, msg: string): void {
+  log.info(summary, msg);
+  if (jsonLogs()) return;
+  const width = Math.max(...Object.keys(summary).map((k) => k.length));
+  const cell = (v: unknown) => (typeof v === "object" && v !== null ? JSON.stringify(v) : String(v));
+  process.stdout.write(`\n${Object.entries(summary).map(([k, v]) => `  ${k.padEnd(width)}  ${cell(v)}`).join("\n")}\n\n`);
 }
 
 /** Connects the way the NATS CLI does: NATS_URL, NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS. */

@@ -4,7 +4,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { parseArgs } from "node:util";
 import { startDeadLetterMover } from "./dead-letter.js";
-import { connectFromEnv, replicas, runMain, UserError } from "./nats.js";
+import { connectFromEnv, logSummary, replicas, runMain, UserError } from "./nats.js";
 import { encodeJob, type Outgoing, publishJobs } from "./producer.js";
 import { DLQ_STREAM, type RetryPolicy, setup, STREAM } from "./setup.js";
 import { type Handler, type Outcome, startWorker, type Worker } from "./worker.js";
@@ -107,6 +107,6 @@ runMain("work-queue", async (signal, log) => {
   const twice = [...processed.values(), ...deadLettered.values()].filter((n) => n > 1).length;
   const lost = total - accounted();
   const summary = { published: total, processed: processed.size, dead_lettered: deadLettered.size, retried: retries, worker_crashes: crashed ? 1 : 0, left_in_queue: left, dlq_stream: inDlq, lost, duplicates: both + twice };
-  log.info(summary, `summary: processed=${summary.processed} dead_lettered=${summary.dead_lettered} lost=${lost} duplicates=${summary.duplicates}`);
+  logSummary(log, summary, `summary: processed=${summary.processed} dead_lettered=${summary.dead_lettered} lost=${lost} duplicates=${summary.duplicates}`);
   if (lost > 0 || summary.duplicates > 0) process.exitCode = 1;
 });
