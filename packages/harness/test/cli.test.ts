@@ -1,4 +1,6 @@
 import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { compareVersions, repoRoot } from "../src/binary.js";
@@ -153,4 +155,36 @@ describe("pnpm run pattern", () => {
       }
     });
   }
+});
+
+describe("pnpm run new", () => {
+  const runNew = (args: string[]) => run(["--import", "tsx", join(repoRoot, "packages/harness/src/new-starter.ts"), ...args], {}, "node");
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "jsp-new-test-"));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("writes a standalone project: the pattern's src, real versions (no workspace links), tsconfig, README, a test", async () => {
+    const r = await runNew(["work-queue", join(dir, "wq")]);
+    expect(r.code, r.stderr).toBe(0);
+    const pkg = JSON.parse(readFileSync(join(dir, "wq/package.json"), "utf8"));
+    expect(JSON.stringify(pkg)).not.toMatch(/workspace:|@repo\//);
+    expect(pkg.dependencies["@nats-io/jetstream"]).toMatch(/^\^\d+\.\d+\.\d+$/);
+    expect(pkg.scripts).toMatchObject({ start: "tsx src/main.ts", test: expect.stringContaining("vitest run") });
+    for (const f of ["src/main.ts", "src/worker.ts", "src/nats.ts", "src/publisher.ts", "tsconfig.json", "README.md", "test/starter.test.ts"]) expect(existsSync(join(dir, "wq", f)), f).toBe(true);
+  });
+
+  it("refuses an unknown pattern and a non-empty directory in one line each, writing nothing", async () => {
+    const unknown = await runNew(["nope", join(dir, "x")]);
+    expect(unknown.code).toBe(2);
+    expect(oneLine(unknown.stderr)).toEqual([expect.stringMatching(/^error: unknown pattern "nope" — choose one of: .*work-queue/)]);
+    expect(existsSync(join(dir, "x"))).toBe(false);
+    mkdirSync(join(dir, "full"));
+    writeFileSync(join(dir, "full/keep.txt"), "mine");
+    const full = await runNew(["fanout", join(dir, "full")]);
+    expect(full.code).toBe(2);
+    expect(oneLine(full.stderr)).toEqual([expect.stringMatching(/^error: .*full exists and is not empty — choose a new or empty directory \(nothing was written\)$/)]);
+    expect(readdirSync(join(dir, "full"))).toEqual(["keep.txt"]);
+  });
 });

@@ -96,7 +96,7 @@ export async function ensureStream(jsm: JetStreamManager, want: StreamSpec, keys
     return config;
   } catch (err) {
     if (!isNotFound(err)) throw err;
-    const created = await jsm.streams.add({ num_replicas: replicas(), ...want });
+    const created = await addStream(jsm, { num_replicas: replicas(), ...want });
     // A replicated stream answers publishes only once its replicas have elected a leader: until then a
     // publish gets "no responders". Wait for the leader (bounded) so callers can publish at once.
     for (let i = 0; i < 100 && (created.config.num_replicas ?? 1) > 1; i++) {
@@ -104,6 +104,22 @@ export async function ensureStream(jsm: JetStreamManager, want: StreamSpec, keys
       await new Promise((r) => setTimeout(r, 100));
     }
     return created.config;
+  }
+}
+
+/**
+ * Adds a stream, retrying for up to 10 s while the cluster cannot place its replicas: a cluster that
+ * has just started may not know yet that its peers have JetStream ("no suitable peers for placement",
+ * seen on 2.10.27 right after all nodes were healthy and current).
+ */
+async function addStream(jsm: JetStreamManager, config: StreamSpec) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await jsm.streams.add(config);
+    } catch (err) {
+      if (attempt >= 50 || !/no suitable peers/i.test(err instanceof Error ? err.message : String(err))) throw err;
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
 }
 
