@@ -92,10 +92,11 @@ export async function consumeAck(nc: NatsConnection, stream: string, count: numb
 
 /**
  * The work-queue ceiling end to end: the patterns' publisher fills a WorkQueue stream while `workers`
- * connections each run the plainest consumer (consume() + ack()) on one durable. The work-queue
+ * connections each run the plainest consumer (consume() + ack(), `perWorker` pulled at a time: the
+ * same number of jobs in hand as the pattern's workers) on one durable. The work-queue
  * pattern adds retries, DLQ, heartbeats and bounded concurrency on top of this.
  */
-export async function queueCeiling(nc: NatsConnection, url: string, count: number, workers: number): Promise<number> {
+export async function queueCeiling(nc: NatsConnection, url: string, count: number, workers: number, perWorker: number): Promise<number> {
   await freshStream(nc, "CEILING_Q", ["ceilq.>"], "workqueue");
   const jsm = await jetstreamManager(nc);
   await jsm.consumers.add("CEILING_Q", { durable_name: "workers", ack_policy: AckPolicy.Explicit, max_ack_pending: 1_000 });
@@ -104,7 +105,7 @@ export async function queueCeiling(nc: NatsConnection, url: string, count: numbe
   let allSeen: () => void = () => {};
   const done = new Promise<void>((r) => (allSeen = r));
   const loops = conns.map(async (c) => {
-    const messages = await (await jetstream(c).consumers.get("CEILING_Q", "workers")).consume();
+    const messages = await (await jetstream(c).consumers.get("CEILING_Q", "workers")).consume({ max_messages: perWorker });
     void done.then(() => messages.close());
     for await (const m of messages) {
       m.ack();

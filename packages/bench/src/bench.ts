@@ -94,10 +94,10 @@ async function main(): Promise<number> {
       ctx.record({ name: "consume.ack", what: "durable consumer, consume() + ack()", ...r, ratioOf: "consume.ordered" });
     }
     if (want("queue")) {
-      const jobs = quick ? ctx.n : 100_000;
+      const jobs = ctx.n;
       let rss: number[] = [];
       const r = await interleaved(reps, {
-        ceiling: () => queueCeiling(nc, server.url, jobs, WORKERS),
+        ceiling: () => queueCeiling(nc, server.url, jobs, WORKERS, CONCURRENCY),
         pattern: async () => {
           const q = await natsQueue(ctx, jobs);
           rss = q.rssMb;
@@ -106,7 +106,7 @@ async function main(): Promise<number> {
         },
       });
       expect("queue ceiling", r.ceiling.count, jobs);
-      ctx.record({ name: "consume.queue", what: `publisher + ${WORKERS} consume() + ack() loops on a WorkQueue stream, end to end`, ...r.ceiling });
+      ctx.record({ name: "consume.queue", what: `publisher + ${WORKERS} consume({max_messages: ${CONCURRENCY}}) + ack() loops, WorkQueue stream, end to end`, ...r.ceiling });
       ctx.record({ name: "work-queue", what: `work-queue pattern: publisher + ${WORKERS} workers × ${CONCURRENCY}, explicit acks, end to end`, ...r.pattern, ratioOf: "consume.queue", goal: 0.7, rssMb: rss });
     }
     if (want("patterns")) problems.push(...(await patternBenches(ctx)));

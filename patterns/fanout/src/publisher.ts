@@ -75,6 +75,10 @@ interface InFlight {
 
 const result = (f: InFlight, seq: number, duplicate: boolean, error?: string): PublishResult => ({ id: f.msg.id, seq, duplicate, attempts: f.attempts, error });
 
+const SEQ = Buffer.from('"seq":');
+const ERROR = Buffer.from('"error"');
+const DUPLICATE = Buffer.from('"duplicate"');
+
 type Ack = { seq?: number; duplicate?: boolean; error?: { code?: number; description?: string } };
 
 export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {}): Publisher {
@@ -120,10 +124,15 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     if (!f) return;
     // 503 status, no body: no stream listens on the subject (or none has a leader yet). Nothing was stored.
     if (m.headers?.code === 503) return later(t, f, `no stream answered on ${f.msg.subject} (no responders): is the stream created?`);
+    // The common ack, {"stream":"S","seq":N} (maybe with "duplicate": true), read from the bytes.
+    const bytes = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
+    const at = bytes.indexOf(SEQ);
+    if (at >= 0 && bytes.indexOf(ERROR) < 0) {
+      let seq = 0;
+      for (let i = at + SEQ.length, c = bytes[i]!; c >= 48 && c <= 57; c = bytes[++i]!) seq = seq * 10 + c - 48;
+      return finish(t, seq, bytes.indexOf(DUPLICATE) >= 0);
+    }
     const body = text.decode(m.data);
-    // The common ack, {"stream":"S","seq":N} (maybe with "duplicate": true), read without JSON.parse.
-    const at = body.indexOf('"seq":');
-    if (at >= 0 && !body.includes('"error"')) return finish(t, Number.parseInt(body.slice(at + 6), 10), body.includes('"duplicate"'));
     let ack: Ack;
     try {
       ack = JSON.parse(body) as Ack;
@@ -187,7 +196,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       let i = 0;
       for (const m of msgs) {
         // Only wait when the window is full: publishes made in one go leave in one socket write.
-        if (inFlight.size >= window) await room();
+        while (inFlight.size >= window && !closed) await slot();
         start(m, count, i++); // a callback, not a promise and a closure per message: less garbage
       }
       await flush();
