@@ -91,7 +91,13 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   const idle: (() => void)[] = [];
   const slot = () => new Promise<void>((r) => waiting.push(r));
   const text = new TextDecoder();
-  let token = 0;
+  // Reply subjects are reused: a token goes back to `free` once the one answer its single send could
+  // get has come. So the server sees about `window` distinct reply subjects and its subject cache keeps
+  // hitting (a new subject per message costs it a full match each time). A token that was sent twice,
+  // timed out or was given up on is never reused: a late answer to it must find nothing.
+  const free: number[] = [];
+  const replies: string[] = [];
+  let tokens = 0;
   let closed = false;
 
   const send = (t: number, f: InFlight) => {
@@ -99,15 +105,16 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     f.due = Date.now() + Math.min(timeoutMs * 2 ** (f.attempts - 1), Math.max(timeoutMs, 5_000));
     f.unstored = undefined;
     try {
-      nc.publish(f.msg.subject, f.msg.data, { reply: `${inbox}.${t}`, headers: f.hdrs });
+      nc.publish(f.msg.subject, f.msg.data, { reply: replies[t] ?? `${inbox}.${t}`, headers: f.hdrs });
     } catch (err) {
       finish(t, 0, false, err instanceof Error ? err.message : String(err)); // e.g. connection closed
     }
   };
-  const finish = (t: number, seq: number, duplicate: boolean, error?: string) => {
+  const finish = (t: number, seq: number, duplicate: boolean, error?: string, answered = false) => {
     const f = inFlight.get(t);
     if (!f) return; // a late ack of a resent message: the first answer won
     inFlight.delete(t);
+    if (answered && f.attempts === 1) free.push(t);
     f.done(f, seq, duplicate, error);
     waiting.shift()?.();
     if (inFlight.size === 0) for (const w of idle.splice(0)) w();
@@ -130,21 +137,21 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     if (at >= 0 && bytes.indexOf(ERROR) < 0) {
       let seq = 0;
       for (let i = at + SEQ.length, c = bytes[i]!; c >= 48 && c <= 57; c = bytes[++i]!) seq = seq * 10 + c - 48;
-      return finish(t, seq, bytes.indexOf(DUPLICATE) >= 0);
+      return finish(t, seq, bytes.indexOf(DUPLICATE) >= 0, undefined, true);
     }
     const body = text.decode(m.data);
     let ack: Ack;
     try {
       ack = JSON.parse(body) as Ack;
     } catch {
-      return finish(t, 0, false, `unreadable ack: ${body.slice(0, 80)}`);
+      return finish(t, 0, false, `unreadable ack: ${body.slice(0, 80)}`, true);
     }
     if (ack.error) {
       // A 503 from JetStream (e.g. a stream without a leader for a moment) is worth another try.
       if (ack.error.code === 503) return later(t, f, ack.error.description ?? "unavailable");
-      return finish(t, 0, false, ack.error.description ?? `error ${ack.error.code}`);
+      return finish(t, 0, false, ack.error.description ?? `error ${ack.error.code}`, true);
     }
-    finish(t, ack.seq ?? 0, ack.duplicate === true);
+    finish(t, ack.seq ?? 0, ack.duplicate === true, undefined, true);
   };
   const sub: Subscription = nc.subscribe(`${inbox}.*`, { callback: (err, m) => (err ? undefined : onAck(m)) });
 
@@ -171,7 +178,11 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       if (opts.stream) hdrs.set("Nats-Expected-Stream", opts.stream);
       if (msg.expectLastSubjectSequence !== undefined) hdrs.set("Nats-Expected-Last-Subject-Sequence", String(msg.expectLastSubjectSequence));
     }
-    const t = ++token;
+    let t = free.pop();
+    if (t === undefined) {
+      t = ++tokens;
+      if (t <= 4 * window) replies[t] = `${inbox}.${t}`; // reused ones: build their subject once
+    }
     const f: InFlight = { msg, hdrs, attempts: 0, due: 0, index, done };
     inFlight.set(t, f);
     send(t, f);
