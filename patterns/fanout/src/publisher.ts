@@ -63,7 +63,6 @@ export interface Publisher {
 
 interface InFlight {
   msg: OutgoingMessage;
-  hdrs: MsgHdrs | undefined;
   attempts: number;
   /** When to act if no answer came: resend or give up. */
   due: number;
@@ -76,7 +75,6 @@ interface InFlight {
 const result = (f: InFlight, seq: number, duplicate: boolean, error?: string): PublishResult => ({ id: f.msg.id, seq, duplicate, attempts: f.attempts, error });
 
 const SEQ = Buffer.from('"seq":');
-const ERROR = Buffer.from('"error"');
 const DUPLICATE = Buffer.from('"duplicate"');
 
 type Ack = { seq?: number; duplicate?: boolean; error?: { code?: number; description?: string } };
@@ -97,6 +95,9 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   // timed out or was given up on is never reused: a late answer to it must find nothing.
   const free: number[] = [];
   const replies: string[] = [];
+  // The record of a reused token is reused too: records live long, so recycling them spares the
+  // garbage collector (a new one per message, kept until its ack, was most of the publisher's cost).
+  const records: InFlight[] = [];
   let tokens = 0;
   let closed = false;
 
@@ -105,7 +106,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     f.due = Date.now() + Math.min(timeoutMs * 2 ** (f.attempts - 1), Math.max(timeoutMs, 5_000));
     f.unstored = undefined;
     try {
-      nc.publish(f.msg.subject, f.msg.data, { reply: replies[t] ?? `${inbox}.${t}`, headers: f.hdrs });
+      nc.publish(f.msg.subject, f.msg.data, { reply: replies[t] ?? `${inbox}.${t}`, headers: headersFor(f.msg) });
     } catch (err) {
       finish(t, 0, false, err instanceof Error ? err.message : String(err)); // e.g. connection closed
     }
@@ -132,12 +133,14 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     // 503 status, no body: no stream listens on the subject (or none has a leader yet). Nothing was stored.
     if (m.headers?.code === 503) return later(t, f, `no stream answered on ${f.msg.subject} (no responders): is the stream created?`);
     // The common ack, {"stream":"S","seq":N} (maybe with "duplicate": true), read from the bytes.
+    // An error answer has no "seq" key; after the digits comes "}" or `,"duplicate": true`.
     const bytes = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
     const at = bytes.indexOf(SEQ);
-    if (at >= 0 && bytes.indexOf(ERROR) < 0) {
+    if (at >= 0) {
       let seq = 0;
-      for (let i = at + SEQ.length, c = bytes[i]!; c >= 48 && c <= 57; c = bytes[++i]!) seq = seq * 10 + c - 48;
-      return finish(t, seq, bytes.indexOf(DUPLICATE) >= 0, undefined, true);
+      let i = at + SEQ.length;
+      for (let c = bytes[i]!; c >= 48 && c <= 57; c = bytes[++i]!) seq = seq * 10 + c - 48;
+      if (bytes[i] === 125 || bytes.indexOf(DUPLICATE, i) >= 0) return finish(t, seq, bytes[i] !== 125, undefined, true);
     }
     const body = text.decode(m.data);
     let ack: Ack;
@@ -169,21 +172,33 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     while (inFlight.size >= window && !closed) await slot();
   };
   const flush = () => (inFlight.size === 0 ? Promise.resolve() : new Promise<void>((r) => idle.push(r)));
+  // Built at each send rather than kept: a message waiting for its ack holds as little as possible.
+  const headersFor = (msg: OutgoingMessage): MsgHdrs | undefined => {
+    if (!msg.id && !opts.stream && msg.expectLastSubjectSequence === undefined) return msg.headers;
+    const hdrs = msg.headers ?? headers();
+    if (msg.id) hdrs.set("Nats-Msg-Id", msg.id);
+    if (opts.stream) hdrs.set("Nats-Expected-Stream", opts.stream);
+    if (msg.expectLastSubjectSequence !== undefined) hdrs.set("Nats-Expected-Last-Subject-Sequence", String(msg.expectLastSubjectSequence));
+    return hdrs;
+  };
   const start = (msg: OutgoingMessage, done: InFlight["done"], index = 0) => {
-    if (closed) return done({ msg, hdrs: undefined, attempts: 0, due: 0, index, done }, 0, false, "publisher closed");
-    let hdrs = msg.headers;
-    if (msg.id || opts.stream || msg.expectLastSubjectSequence !== undefined) {
-      hdrs = hdrs ?? headers();
-      if (msg.id) hdrs.set("Nats-Msg-Id", msg.id);
-      if (opts.stream) hdrs.set("Nats-Expected-Stream", opts.stream);
-      if (msg.expectLastSubjectSequence !== undefined) hdrs.set("Nats-Expected-Last-Subject-Sequence", String(msg.expectLastSubjectSequence));
-    }
+    if (closed) return done({ msg, attempts: 0, due: 0, index, done }, 0, false, "publisher closed");
     let t = free.pop();
     if (t === undefined) {
       t = ++tokens;
       if (t <= 4 * window) replies[t] = `${inbox}.${t}`; // reused ones: build their subject once
     }
-    const f: InFlight = { msg, hdrs, attempts: 0, due: 0, index, done };
+    let f = records[t];
+    if (f) {
+      f.msg = msg;
+      f.attempts = 0;
+      f.unstored = undefined;
+      f.index = index;
+      f.done = done;
+    } else {
+      f = { msg, attempts: 0, due: 0, index, done };
+      if (t <= 4 * window) records[t] = f;
+    }
     inFlight.set(t, f);
     send(t, f);
   };
