@@ -7,6 +7,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { DlqHeaders, startDeadLetterMover } from "../src/dead-letter.js";
 import { encodeJob, type Outgoing, publishJobs } from "../src/producer.js";
+import { versionAtLeast } from "../src/nats.js";
 import { DLQ_STREAM, GRACE_DELIVERIES, type RetryPolicy, setup, STREAM } from "../src/setup.js";
 import { type Handler, type Outcome, startWorker, type Worker, type WorkerOptions } from "../src/worker.js";
 
@@ -125,7 +126,11 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
     expect(new Set(dlq.map((m) => m.header.get(DlqHeaders.Sequence))).size).toBe(dlq.length);
   });
 
-  it("does not dead-letter a job whose first attempts fail and whose last attempt succeeds", async () => {
+  it("does not dead-letter a job whose first attempts fail and whose last attempt succeeds", async (ctx) => {
+    // On 2.9.10 a delivery is now and then lost in transit (CI saw a job's 4th delivery never reach a
+    // worker, then its 5th dead-lettered as a grace delivery): a lost delivery costs a try, by design,
+    // so this exact count only holds where deliveries are not lost. Seen twice in CI, never on 2.10+.
+    if (!versionAtLeast(nc.info?.version, "2.10.0")) ctx.skip();
     const t = tally();
     await spawnWorkers(2, async (_job, ctx) => {
       if (ctx.delivery < retry.maxDeliver) throw new Error(`transient failure ${ctx.delivery}`);
