@@ -2,7 +2,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pathToFileURL } from "node:url";
 import { connectFromEnv, runMain, UserError } from "./nats.js";
-import { createPublisher } from "./publisher.js";
+import { publishBatch } from "./publisher.js";
 import { type Retention, streams } from "./setup.js";
 
 export interface OrderEvent {
@@ -25,12 +25,8 @@ export function orderEvents(count: number, prefix = "o"): OrderEvent[] {
  */
 export async function publishEvents(nc: NatsConnection, events: OrderEvent[], to: Retention[] = ["limits", "interest"]): Promise<void> {
   for (const r of to) {
-    const publisher = createPublisher(nc, { stream: streams[r].name });
     const msgs = events.map((e) => ({ subject: `${streams[r].prefix}.${e.type}`, data: enc.encode(JSON.stringify(e)), id: `${e.orderId}-${e.type}` }));
-    let firstError = "";
-    const tally = await publisher.publishAll(msgs, (res) => (firstError ||= res.error ? `${res.id}: ${res.error}` : ""));
-    publisher.close();
-    if (tally.failed > 0) throw new Error(`${tally.failed} event(s) not published to ${streams[r].name}, e.g. ${firstError}`);
+    await publishBatch(nc, msgs, { stream: streams[r].name, what: `event(s) to ${streams[r].name}` });
   }
 }
 

@@ -2,7 +2,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pathToFileURL } from "node:url";
 import { connectFromEnv, runMain, UserError } from "./nats.js";
-import { createPublisher } from "./publisher.js";
+import { publishBatch } from "./publisher.js";
 import { STREAM, SUBJECT_PREFIX } from "./setup.js";
 
 export interface LedgerEvent {
@@ -27,16 +27,9 @@ export function ledgerEvents(count: number, accounts = 4, start = 0): LedgerEven
  * comes is reported, not resent, so a retry cannot append it twice.
  */
 export async function appendEvents(nc: NatsConnection, events: LedgerEvent[], window = 1024): Promise<number[]> {
-  const publisher = createPublisher(nc, { stream: STREAM, window });
   const seqs: number[] = new Array(events.length);
-  let firstError = "";
   const msgs = events.map((e) => ({ subject: `${SUBJECT_PREFIX}.${e.account}.${e.kind}`, data: enc.encode(JSON.stringify(e)) }));
-  const tally = await publisher.publishAll(msgs, (r, i) => {
-    seqs[i] = r.seq;
-    firstError ||= r.error ?? "";
-  });
-  publisher.close();
-  if (tally.failed > 0) throw new Error(`${tally.failed} event(s) not appended: ${firstError}`);
+  await publishBatch(nc, msgs, { stream: STREAM, window, what: "event(s)" }, (r, i) => (seqs[i] = r.seq));
   return seqs;
 }
 

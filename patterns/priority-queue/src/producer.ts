@@ -2,7 +2,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pathToFileURL } from "node:url";
 import { connectFromEnv, runMain, UserError } from "./nats.js";
-import { createPublisher } from "./publisher.js";
+import { publishBatch } from "./publisher.js";
 import { type Level, LEVELS, STREAM, subjectFor } from "./setup.js";
 
 export interface Task {
@@ -13,12 +13,8 @@ export interface Task {
 /** Publishes through the fast publisher (see publisher.ts), each task with its id as Nats-Msg-Id. */
 export async function publishTasks(nc: NatsConnection, tasks: Task[], opts: { window?: number; subject?: (t: Task) => string; stream?: string } = {}): Promise<void> {
   const subject = opts.subject ?? ((t: Task) => subjectFor(t.level));
-  const publisher = createPublisher(nc, { stream: opts.stream ?? STREAM, window: opts.window });
-  let firstError = "";
   const msgs = tasks.map((t) => ({ subject: subject(t), data: enc.encode(JSON.stringify(t)), id: t.id }));
-  const tally = await publisher.publishAll(msgs, (r) => (firstError ||= r.error ? `${r.id}: ${r.error}` : ""));
-  publisher.close();
-  if (tally.failed > 0) throw new Error(`${tally.failed} task(s) not published, e.g. ${firstError}`);
+  await publishBatch(nc, msgs, { stream: opts.stream ?? STREAM, window: opts.window, what: "task(s)" });
 }
 
 const enc = new TextEncoder();

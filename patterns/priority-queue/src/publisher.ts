@@ -63,6 +63,8 @@ export interface Publisher {
 
 interface InFlight {
   msg: OutgoingMessage;
+  /** The reply subject: the inbox and this record's token. */
+  reply: string;
   attempts: number;
   /** When to act if no answer came: resend or give up. */
   due: number;
@@ -94,9 +96,9 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   // hitting (a new subject per message costs it a full match each time). A token that was sent twice,
   // timed out or was given up on is never reused: a late answer to it must find nothing.
   const free: number[] = [];
-  const replies: string[] = [];
-  // The record of a reused token is reused too: records live long, so recycling them spares the
-  // garbage collector (a new one per message, kept until its ack, was most of the publisher's cost).
+  // The record of a reusable token is reused too, its reply subject with it: records live long, so
+  // recycling them spares the garbage collector (a new one per message, kept until its ack, was most of
+  // the publisher's cost). Tokens past 4 × window (after many give-ups) get a record each time.
   const records: InFlight[] = [];
   let tokens = 0;
   let closed = false;
@@ -106,7 +108,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     f.due = Date.now() + Math.min(timeoutMs * 2 ** (f.attempts - 1), Math.max(timeoutMs, 5_000));
     f.unstored = undefined;
     try {
-      nc.publish(f.msg.subject, f.msg.data, { reply: replies[t] ?? `${inbox}.${t}`, headers: headersFor(f.msg) });
+      nc.publish(f.msg.subject, f.msg.data, { reply: f.reply, headers: headersFor(f.msg) });
     } catch (err) {
       finish(t, 0, false, err instanceof Error ? err.message : String(err)); // e.g. connection closed
     }
@@ -182,12 +184,8 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     return hdrs;
   };
   const start = (msg: OutgoingMessage, done: InFlight["done"], index = 0) => {
-    if (closed) return done({ msg, attempts: 0, due: 0, index, done }, 0, false, "publisher closed");
-    let t = free.pop();
-    if (t === undefined) {
-      t = ++tokens;
-      if (t <= 4 * window) replies[t] = `${inbox}.${t}`; // reused ones: build their subject once
-    }
+    if (closed) return done({ msg, reply: "", attempts: 0, due: 0, index, done }, 0, false, "publisher closed");
+    const t = free.pop() ?? ++tokens;
     let f = records[t];
     if (f) {
       f.msg = msg;
@@ -196,7 +194,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       f.index = index;
       f.done = done;
     } else {
-      f = { msg, attempts: 0, due: 0, index, done };
+      f = { msg, reply: `${inbox}.${t}`, attempts: 0, due: 0, index, done };
       if (t <= 4 * window) records[t] = f;
     }
     inFlight.set(t, f);
@@ -237,4 +235,28 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       for (const w of waiting.splice(0)) w();
     },
   };
+}
+
+/**
+ * One batch through its own publisher: publishes all, closes it, and rejects (once the rest are
+ * through) if any message could not be stored, saying how many `what` and the first reason.
+ */
+export async function publishBatch(
+  nc: NatsConnection,
+  msgs: Iterable<OutgoingMessage>,
+  opts: PublisherOptions & { what: string },
+  onResult?: (r: PublishResult, index: number) => void,
+): Promise<Tally> {
+  const publisher = createPublisher(nc, opts);
+  let firstError = "";
+  try {
+    const tally = await publisher.publishAll(msgs, (r, i) => {
+      if (r.error) firstError ||= r.id ? `${r.id}: ${r.error}` : r.error;
+      onResult?.(r, i);
+    });
+    if (tally.failed > 0) throw new Error(`${tally.failed} ${opts.what} not published, e.g. ${firstError}`);
+    return tally;
+  } finally {
+    publisher.close();
+  }
 }

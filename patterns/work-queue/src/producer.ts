@@ -3,7 +3,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pathToFileURL } from "node:url";
 import { connectFromEnv, runMain } from "./nats.js";
-import { createPublisher } from "./publisher.js";
+import { publishBatch } from "./publisher.js";
 import { STREAM, SUBJECT_PREFIX } from "./setup.js";
 import type { Job } from "./worker.js";
 
@@ -29,11 +29,7 @@ export interface PublishResult {
  * published, if any job could not be stored, saying how many and why.
  */
 export async function publishJobs(nc: NatsConnection, jobs: Iterable<Outgoing>, window = 1024): Promise<PublishResult> {
-  const publisher = createPublisher(nc, { stream: STREAM, window });
-  let firstError = "";
-  const tally = await publisher.publishAll(jobs, (r) => (firstError ||= r.error ? `${r.id}: ${r.error}` : ""));
-  publisher.close();
-  if (tally.failed > 0) throw new Error(`${tally.failed} job(s) not published, e.g. ${firstError}`);
+  const tally = await publishBatch(nc, jobs, { stream: STREAM, window, what: "job(s)" });
   return { stored: tally.stored, duplicates: tally.duplicates };
 }
 
