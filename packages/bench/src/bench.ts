@@ -30,6 +30,7 @@ async function main(): Promise<number> {
   const nc = await connect({ servers: server.url, name: "bench" });
   const results: Result[] = [];
   const rates = new Map<string, number>();
+  const problems: string[] = [];
   const ctx: Context = {
     nc,
     url: server.url,
@@ -45,12 +46,12 @@ async function main(): Promise<number> {
       process.stderr.write(`  ${r.name}: ${Math.round(rate).toLocaleString("en")} msg/s${result.ratio ? ` (${result.ratio.toFixed(2)}× ${r.ratioOf})` : ""}\n`);
       return result;
     },
+    expect(what, got, wanted) {
+      if (got !== wanted) problems.push(`${what}: ${got} of ${wanted}`);
+    },
   };
+  const expect = ctx.expect;
   process.stderr.write(`bench: nats-server ${server.version}, ${quick ? "quick" : "full"} run, ${ctx.n} messages of ${PAYLOAD.length} bytes per benchmark\n`);
-  const problems: string[] = [];
-  const expect = (what: string, got: number, wanted: number) => {
-    if (got !== wanted) problems.push(`${what}: ${got} of ${wanted}`);
-  };
   try {
     const window = 1024;
     const reps = quick ? 1 : 3;
@@ -106,7 +107,6 @@ async function main(): Promise<number> {
         pattern: async () => {
           const q = await natsQueue(ctx, jobs);
           rss = q.rssMb;
-          problems.push(...q.problems);
           return q.processed;
         },
       });
@@ -114,14 +114,13 @@ async function main(): Promise<number> {
       ctx.record({ name: "consume.queue", what: `publisher + ${WORKERS} consume({max_messages: ${CONCURRENCY}}) + ack() loops, WorkQueue stream, end to end`, ...r.ceiling });
       ctx.record({ name: "work-queue", what: `work-queue pattern: publisher + ${WORKERS} workers × ${CONCURRENCY}, explicit acks, end to end`, ...r.pattern, ratioOf: "consume.queue", goal: 0.7, rssMb: rss });
     }
-    if (want("patterns")) problems.push(...(await patternBenches(ctx)));
+    if (want("patterns")) await patternBenches(ctx);
     if (want("memory") && !quick) {
       // Memory over a million jobs: client RSS at the start, half way and at the end should stay flat.
       const q = await natsQueue(ctx, 1_000_000);
-      problems.push(...q.problems);
       ctx.record({ name: "work-queue.1m", what: "the work-queue pattern over 1,000,000 jobs", count: q.processed, seconds: q.seconds, rssMb: q.rssMb, ratioOf: "consume.queue" });
     }
-    if (want("bullmq")) problems.push(...(await bullmqQueue(ctx)));
+    if (want("bullmq")) await bullmqQueue(ctx);
   } finally {
     await nc.close();
     await server.stop();

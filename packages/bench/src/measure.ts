@@ -23,6 +23,8 @@ export interface Context {
   /** Rates measured so far, by name. */
   rates: Map<string, number>;
   record(r: Omit<Result, "rate" | "ratio"> & { ratioOf?: string }): Result;
+  /** Notes a benchmark that did not account for every message (the run then exits 1). */
+  expect(what: string, got: number, wanted: number): void;
 }
 
 /** Client RSS in MB, after a full GC when node runs with --expose-gc (`pnpm bench` does). */

@@ -23,9 +23,7 @@ async function deleteStreams(ctx: Context, names: string[]) {
   return jsm;
 }
 
-export async function patternBenches(ctx: Context): Promise<string[]> {
-  const problems: string[] = [];
-  const check = (what: string, got: number, wanted: number) => got !== wanted && problems.push(`${what}: ${got} of ${wanted}`);
+export async function patternBenches(ctx: Context): Promise<void> {
 
   // fanout: a backlog of events read by the three independent consumers (each acks each event).
   {
@@ -45,7 +43,7 @@ export async function patternBenches(ctx: Context): Promise<string[]> {
       return received;
     });
     rss.push(rssMb());
-    check("fanout", r.count, want);
+    ctx.expect("fanout", r.count, want);
     ctx.record({ name: "fanout", what: `${CONSUMERS.length} durable consumers each read and ack the backlog (deliveries/s)`, ...r, ratioOf: "consume.ack", rssMb: rss });
   }
 
@@ -57,7 +55,7 @@ export async function patternBenches(ctx: Context): Promise<string[]> {
     const rss = [rssMb()];
     const r = await timed(async () => (await replay({ nc: ctx.nc, log, name: "bench", positions, from: "start", checkpointEvery: 1_000, handler: () => {} })).count);
     rss.push(rssMb());
-    check("ordered-replay", r.count, ctx.n);
+    ctx.expect("ordered-replay", r.count, ctx.n);
     ctx.record({ name: "ordered-replay", what: "the replayer from the start, checkpoint every 1,000", ...r, ratioOf: "consume.ordered", rssMb: rss });
   }
 
@@ -83,8 +81,7 @@ export async function patternBenches(ctx: Context): Promise<string[]> {
     });
     rss.push(rssMb());
     await Promise.all(conns.map((c) => c.close()));
-    check("priority-queue", r.count, count);
+    ctx.expect("priority-queue", r.count, count);
     ctx.record({ name: "priority-queue", what: "4 workers drain a backlog over 3 levels (subjects per level, no_wait pulls)", ...r, ratioOf: "consume.ack", rssMb: rss });
   }
-  return problems;
 }

@@ -12,15 +12,17 @@ import { repoRoot } from "@repo/harness";
 import { rssMb, timed, within, type Context } from "./measure.js";
 import { encodeJob, publishJobs } from "../../../patterns/work-queue/src/producer.js";
 import { setup, STREAM, DLQ_STREAM } from "../../../patterns/work-queue/src/setup.js";
-import { startWorker, type Worker } from "../../../patterns/work-queue/src/worker.js";
+import { type Job, startWorker, type Worker } from "../../../patterns/work-queue/src/worker.js";
 import { createLogger } from "../../../patterns/work-queue/src/nats.js";
 
 export const WORKERS = 4;
 export const CONCURRENCY = 64;
 const input = "x".repeat(64); // makes each job about 128 bytes of JSON, like the other benchmarks
 
-function* jobs(count: number, run: string) {
-  for (let i = 0; i < count; i++) yield encodeJob({ id: `${run}-${i}`, task: "bench", input });
+const job = (run: string, i: number): Job => ({ id: `${run}-${i}`, task: "bench", input });
+
+function* encodedJobs(count: number, run: string) {
+  for (let i = 0; i < count; i++) yield encodeJob(job(run, i));
 }
 
 export interface QueueRun {
@@ -28,7 +30,6 @@ export interface QueueRun {
   seconds: number;
   /** Client RSS in MB at the start, half way, and at the end. */
   rssMb: number[];
-  problems: string[];
 }
 
 /** The work-queue pattern end to end: its producer and WORKERS workers of CONCURRENCY, no-op handler. */
@@ -56,7 +57,7 @@ export async function natsQueue(ctx: Context, count: number): Promise<QueueRun> 
   }
   const producer = await connect({ servers: ctx.url, name: "bench-producer" });
   const r = await timed(async () => {
-    await publishJobs(producer, jobs(count, Date.now().toString(36)));
+    await publishJobs(producer, encodedJobs(count, Date.now().toString(36)));
     await within(done, 600_000);
     return processed;
   });
@@ -64,10 +65,9 @@ export async function natsQueue(ctx: Context, count: number): Promise<QueueRun> 
   await Promise.all(workers.map((w) => w.stop()));
   for (const c of [...conns, producer]) await c.close();
   const left = (await jsm.streams.info(STREAM)).state.messages;
-  const problems: string[] = [];
-  if (r.count !== count) problems.push(`work-queue: ${r.count} of ${count} jobs processed`);
-  if (left !== 0) problems.push(`work-queue: ${left} jobs left in the queue`);
-  return { processed: r.count, seconds: r.seconds, rssMb: rss, problems };
+  ctx.expect("work-queue: jobs processed", r.count, count);
+  ctx.expect("work-queue: jobs left in the queue", left, 0);
+  return { processed: r.count, seconds: r.seconds, rssMb: rss };
 }
 
 /** Debian's redis-server from packages/bench/bin/provision-redis.sh, on a free loopback port, no persistence but the AOF. */
@@ -106,11 +106,10 @@ async function startRedis(): Promise<{ port: number; stop(): Promise<void> }> {
 }
 
 /** BullMQ: the same jobs, WORKERS workers of CONCURRENCY, no-op processor; then NATS again in the same run. */
-export async function bullmqQueue(ctx: Context): Promise<string[]> {
+export async function bullmqQueue(ctx: Context): Promise<void> {
   const count = ctx.quick ? 2_000 : 100_000;
   const redis = await startRedis();
   const connection = { host: "127.0.0.1", port: redis.port, maxRetriesPerRequest: null };
-  const problems: string[] = [];
   try {
     const queue = new Queue("bench", { connection, defaultJobOptions: { removeOnComplete: true, removeOnFail: true } });
     let completed = 0;
@@ -124,9 +123,9 @@ export async function bullmqQueue(ctx: Context): Promise<string[]> {
     const rss = [rssMb()];
     const r = await timed(async () => {
       const run = Date.now().toString(36);
-      let batch: { name: string; data: unknown }[] = [];
-      for (const j of jobs(count, run)) {
-        batch.push({ name: "bench", data: JSON.parse(new TextDecoder().decode(j.data)) });
+      let batch: { name: string; data: Job }[] = [];
+      for (let i = 0; i < count; i++) {
+        batch.push({ name: "bench", data: job(run, i) });
         if (batch.length === 1_000) {
           await queue.addBulk(batch);
           batch = [];
@@ -140,13 +139,11 @@ export async function bullmqQueue(ctx: Context): Promise<string[]> {
     await Promise.all(workers.map((w) => w.close()));
     await queue.obliterate({ force: true });
     await queue.close();
-    if (r.count !== count) problems.push(`bullmq: ${r.count} of ${count} jobs completed`);
+    ctx.expect("bullmq: jobs completed", r.count, count);
     ctx.record({ name: "bullmq", what: `BullMQ ${WORKERS} workers × ${CONCURRENCY} on redis-server (AOF everysec), ${count.toLocaleString("en")} jobs`, ...r, rssMb: rss });
   } finally {
     await redis.stop();
   }
   const q = await natsQueue(ctx, count);
-  problems.push(...q.problems);
   ctx.record({ name: "work-queue.vs_bullmq", what: `the work-queue pattern, the same ${count.toLocaleString("en")} jobs`, count: q.processed, seconds: q.seconds, rssMb: q.rssMb, ratioOf: "bullmq", goal: 1 });
-  return problems;
 }
