@@ -9,8 +9,8 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 cache="${REDIS_CACHE:-$root/.cache/redis}"
-mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+# shellcheck source=../../harness/bin/debian-download.sh
+. "$root/packages/harness/bin/debian-download.sh"
 suite=bookworm
 
 if [ -x "$cache/root/usr/bin/redis-check-rdb" ]; then
@@ -18,20 +18,10 @@ if [ -x "$cache/root/usr/bin/redis-check-rdb" ]; then
   exit 0
 fi
 apt="$cache/apt"
-mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/deb"
-signed=""
-[ -f "$keyring" ] && signed="[signed-by=$keyring] "
-echo "deb ${signed}$mirror $suite main" >"$apt/sources.list"
-opts=(-q -o "Dir::Etc::sourcelist=$apt/sources.list" -o "Dir::Etc::sourceparts=-"
-  -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache"
-  -o "APT::Sandbox::User=root" -o "Debug::NoLocking=1")
-apt-get "${opts[@]}" update >"$apt/update.log" 2>&1 || { echo "could not read Debian's $suite package list (see $apt/update.log)" >&2; exit 1; }
 # redis-server's binary lives in redis-tools; jemalloc and lzf are its libraries not on a base system.
-(cd "$apt/deb" && apt-get "${opts[@]}" download redis-server redis-tools libjemalloc2 liblzf1 >"$apt/download.log" 2>&1) || {
-  echo "could not download redis-server from Debian $suite (see $apt/download.log)" >&2
-  exit 1
-}
+debian_download "$suite" "$apt" redis-server redis-tools libjemalloc2 liblzf1 || exit 1
 rm -rf "$cache/root"
 for deb in "$apt"/deb/*.deb; do dpkg-deb -x "$deb" "$cache/root"; done
 rm -rf "$apt"
-echo "redis-server $("$cache/root/usr/bin/redis-check-rdb" --version 2>/dev/null | head -1 || true) installed in $cache"
+version="$(LD_LIBRARY_PATH="$(echo "$cache"/root/usr/lib/*-linux-gnu)" "$cache/root/usr/bin/redis-server" --version 2>/dev/null | sed -E 's/.* v=([0-9.]+).*/\1/' || true)"
+echo "redis-server $version installed in $cache"

@@ -11,8 +11,8 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 cache="${NATS_SERVER_CACHE:-$root/.cache/nats-server}"
-mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+# shellcheck source=debian-download.sh
+. "$(dirname "${BASH_SOURCE[0]}")/debian-download.sh"
 suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=(bookworm trixie sid)
 
@@ -24,22 +24,7 @@ for suite in "${suites[@]}"; do
     continue
   fi
   apt="$cache/apt-$suite"
-  mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/deb"
-  signed=""
-  [ -f "$keyring" ] && signed="[signed-by=$keyring] "
-  echo "deb ${signed}$mirror $suite main" >"$apt/sources.list"
-  opts=(-q -o "Dir::Etc::sourcelist=$apt/sources.list" -o "Dir::Etc::sourceparts=-"
-    -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache"
-    -o "APT::Sandbox::User=root" -o "Debug::NoLocking=1")
-  if ! apt-get "${opts[@]}" update >"$apt/update.log" 2>&1; then
-    echo "could not read Debian's $suite package list (see $apt/update.log)" >&2
-    exit 1
-  fi
-  rm -f "$apt"/deb/*.deb
-  (cd "$apt/deb" && apt-get "${opts[@]}" download nats-server >"$apt/download.log" 2>&1) || {
-    echo "could not download nats-server from Debian $suite (see $apt/download.log)" >&2
-    exit 1
-  }
+  debian_download "$suite" "$apt" nats-server || exit 1
   rm -rf "$apt/root"
   dpkg-deb -x "$apt"/deb/nats-server_*.deb "$apt/root"
   bin="$apt/root/usr/sbin/nats-server"
