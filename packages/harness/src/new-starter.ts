@@ -14,7 +14,7 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-// Small, fast demo options for the starter's test.
+// Small, fast demo options for the starter's test (a pattern not listed runs its demo with its defaults).
 const testArgs: Record<string, string[]> = {
   "work-queue": ["--jobs", "40"],
   fanout: ["--orders", "10"],
@@ -80,7 +80,7 @@ import { expect, it } from "vitest";
 
 it("runs the ${name} demo against NATS_URL: nothing lost, nothing duplicated", () => {
   if (!process.env.NATS_URL) throw new Error("set NATS_URL to a nats-server with JetStream enabled (e.g. nats-server -js, or docker run -p 4222:4222 nats -js)");
-  const r = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts", ${testArgs[name]!.map((a) => JSON.stringify(a)).join(", ")}], {
+  const r = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts", ${(testArgs[name] ?? []).map((a) => JSON.stringify(a)).join(", ")}], {
     env: { ...process.env, LOG_FORMAT: "json" },
     encoding: "utf8",
     timeout: 110_000,
