@@ -2,14 +2,19 @@
 // reported as a ratio of them: ingest (publish with a reply subject on one shared inbox, count the
 // acks) and consumption (an ordered consumer replaying; a durable consumer with explicit acks).
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { connect, createInbox, headers, type NatsConnection } from "@nats-io/transport-node";
-import { createPublisher } from "../../../patterns/work-queue/src/publisher.js";
+import { connect, createInbox, headers, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
+import { createPublisher } from "@repo/kit";
 import { within } from "./measure.js";
 
 export const PAYLOAD = new Uint8Array(128).fill(120); // 128 bytes of "x"
 
 /** A fresh file-backed stream on `subject.>`. */
-export async function freshStream(nc: NatsConnection, name: string, subjects: string[], retention: "limits" | "workqueue" = "limits"): Promise<void> {
+export async function freshStream(
+  nc: NatsConnection,
+  name: string,
+  subjects: string[],
+  retention: "limits" | "workqueue" = "limits",
+): Promise<void> {
   const jsm = await jetstreamManager(nc);
   await jsm.streams.delete(name).catch(() => undefined);
   await jsm.streams.add({ name, subjects, retention: retention as never, storage: "file" as never });
@@ -33,7 +38,7 @@ export async function rawIngest(nc: NatsConnection, subject: string, count: numb
   const run = Date.now().toString(36);
   for (let sent = 0; sent < count; sent++) {
     while (sent - acked >= window) await new Promise<void>((r) => (wake = r));
-    let h;
+    let h: MsgHdrs | undefined;
     if (ids) {
       h = headers();
       h.set("Nats-Msg-Id", `${run}-${sent}`);
@@ -41,7 +46,11 @@ export async function rawIngest(nc: NatsConnection, subject: string, count: numb
     nc.publish(subject, PAYLOAD, { reply: inbox, headers: h });
   }
   const deadline = Date.now() + 30_000;
-  while (acked < count && Date.now() < deadline) await new Promise<void>((r) => ((wake = r), setTimeout(r, 100)));
+  while (acked < count && Date.now() < deadline)
+    await new Promise<void>((r) => {
+      wake = r;
+      setTimeout(r, 100);
+    });
   sub.unsubscribe();
   return acked;
 }

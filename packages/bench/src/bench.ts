@@ -3,17 +3,18 @@
 // storage, temp dir), and the work queue against BullMQ on a local redis-server. Prints a table and
 // writes .cache/bench/results.json. --quick is the CI smoke: small counts, and a check that every
 // benchmark completed with sane numbers (every message accounted for); never a timing threshold.
-import { connect } from "@nats-io/transport-node";
-import { findServerBinary, repoRoot, startServer } from "@repo/harness";
+
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { type Context, interleaved, type Result, timed } from "./measure.js";
+import { connect } from "@nats-io/transport-node";
+import { findServerBinary, repoRoot, startServer } from "@repo/harness";
+import { createPublisher } from "@repo/kit";
 import { consumeAck, freshStream, jsPublish, orderedReplay, PAYLOAD, queueCeiling, rawIngest } from "./baselines.js";
-import { bullmqQueue, CONCURRENCY, natsQueue, WORKERS } from "./queues.js";
-import { createPublisher } from "../../../patterns/dedup-publish/src/publisher.js";
+import { type Context, interleaved, type Result, timed } from "./measure.js";
 import { patternBenches } from "./patterns.js";
+import { bullmqQueue, CONCURRENCY, natsQueue, WORKERS } from "./queues.js";
 
 const { values } = parseArgs({ options: { quick: { type: "boolean" }, only: { type: "string" }, help: { type: "boolean", short: "h" } } });
 if (values.help) {
@@ -40,10 +41,22 @@ async function main(): Promise<number> {
     record(r) {
       const rate = r.count / r.seconds;
       const base = r.ratioOf ? rates.get(r.ratioOf) : undefined;
-      const result: Result = { name: r.name, what: r.what, count: r.count, seconds: r.seconds, rate, of: r.ratioOf, ratio: base ? rate / base : undefined, goal: r.goal, rssMb: r.rssMb };
+      const result: Result = {
+        name: r.name,
+        what: r.what,
+        count: r.count,
+        seconds: r.seconds,
+        rate,
+        of: r.ratioOf,
+        ratio: base ? rate / base : undefined,
+        goal: r.goal,
+        rssMb: r.rssMb,
+      };
       rates.set(r.name, rate);
       results.push(result);
-      process.stderr.write(`  ${r.name}: ${Math.round(rate).toLocaleString("en")} msg/s${result.ratio ? ` (${result.ratio.toFixed(2)}× ${r.ratioOf})` : ""}\n`);
+      process.stderr.write(
+        `  ${r.name}: ${Math.round(rate).toLocaleString("en")} msg/s${result.ratio ? ` (${result.ratio.toFixed(2)}× ${r.ratioOf})` : ""}\n`,
+      );
       return result;
     },
     expect(what, got, wanted) {
@@ -51,7 +64,9 @@ async function main(): Promise<number> {
     },
   };
   const expect = ctx.expect;
-  process.stderr.write(`bench: nats-server ${server.version}, ${quick ? "quick" : "full"} run, ${ctx.n} messages of ${PAYLOAD.length} bytes per benchmark\n`);
+  process.stderr.write(
+    `bench: nats-server ${server.version}, ${quick ? "quick" : "full"} run, ${ctx.n} messages of ${PAYLOAD.length} bytes per benchmark\n`,
+  );
   try {
     const window = 1024;
     const reps = quick ? 1 : 3;
@@ -84,9 +99,26 @@ async function main(): Promise<number> {
       ctx.record({ name: "ingest.raw", what: "publish + reply on a shared inbox, acks counted", ...r.raw });
       ctx.record({ name: "ingest.raw_ids", what: "the same with a Nats-Msg-Id on each", ...r.ids, ratioOf: "ingest.raw" });
       ctx.record({ name: "ingest.js_publish", what: `await js.publish(), ${window} in flight, msg ids`, ...r.js });
-      ctx.record({ name: "publisher", what: `the patterns' publisher (publisher.ts): ${window} in flight, msg ids, acks matched`, ...r.publisher, ratioOf: "ingest.raw_ids", goal: 0.8 });
-      ctx.record({ name: "publisher.vs_js", what: "the same run against await js.publish()", ...r.publisher, ratioOf: "ingest.js_publish", goal: 4 });
-      ctx.record({ name: "publisher.stream", what: "the publisher with Nats-Expected-Stream too (as the patterns use it)", ...r.checked, ratioOf: "ingest.raw_ids" });
+      ctx.record({
+        name: "publisher",
+        what: `the patterns' publisher (publisher.ts): ${window} in flight, msg ids, acks matched`,
+        ...r.publisher,
+        ratioOf: "ingest.raw_ids",
+        goal: 0.8,
+      });
+      ctx.record({
+        name: "publisher.vs_js",
+        what: "the same run against await js.publish()",
+        ...r.publisher,
+        ratioOf: "ingest.js_publish",
+        goal: 4,
+      });
+      ctx.record({
+        name: "publisher.stream",
+        what: "the publisher with Nats-Expected-Stream too (as the patterns use it)",
+        ...r.checked,
+        ratioOf: "ingest.raw_ids",
+      });
     }
     if (want("consume") || want("patterns")) {
       await freshStream(nc, "CEILING", ["ceiling.>"]);
@@ -111,14 +143,32 @@ async function main(): Promise<number> {
         },
       });
       expect("queue ceiling", r.ceiling.count, jobs);
-      ctx.record({ name: "consume.queue", what: `publisher + ${WORKERS} consume({max_messages: ${CONCURRENCY}}) + ack() loops, WorkQueue stream, end to end`, ...r.ceiling });
-      ctx.record({ name: "work-queue", what: `work-queue pattern: publisher + ${WORKERS} workers × ${CONCURRENCY}, explicit acks, end to end`, ...r.pattern, ratioOf: "consume.queue", goal: 0.7, rssMb: rss });
+      ctx.record({
+        name: "consume.queue",
+        what: `publisher + ${WORKERS} consume({max_messages: ${CONCURRENCY}}) + ack() loops, WorkQueue stream, end to end`,
+        ...r.ceiling,
+      });
+      ctx.record({
+        name: "work-queue",
+        what: `work-queue pattern: publisher + ${WORKERS} workers × ${CONCURRENCY}, explicit acks, end to end`,
+        ...r.pattern,
+        ratioOf: "consume.queue",
+        goal: 0.7,
+        rssMb: rss,
+      });
     }
     if (want("patterns")) await patternBenches(ctx);
     if (want("memory") && !quick) {
       // Memory over a million jobs: client RSS at the start, half way and at the end should stay flat.
       const q = await natsQueue(ctx, 1_000_000);
-      ctx.record({ name: "work-queue.1m", what: "the work-queue pattern over 1,000,000 jobs", count: q.processed, seconds: q.seconds, rssMb: q.rssMb, ratioOf: "consume.queue" });
+      ctx.record({
+        name: "work-queue.1m",
+        what: "the work-queue pattern over 1,000,000 jobs",
+        count: q.processed,
+        seconds: q.seconds,
+        rssMb: q.rssMb,
+        ratioOf: "consume.queue",
+      });
     }
     if (want("bullmq")) await bullmqQueue(ctx);
   } finally {
@@ -130,7 +180,13 @@ async function main(): Promise<number> {
   const dir = join(repoRoot, ".cache/bench");
   mkdirSync(dir, { recursive: true });
   const file = join(dir, quick ? "results-quick.json" : "results.json");
-  const machine = { cpus: cpus().length, cpu: cpus()[0]?.model, memGiB: Math.round(totalmem() / 2 ** 30), node: process.version, server: server.version };
+  const machine = {
+    cpus: cpus().length,
+    cpu: cpus()[0]?.model,
+    memGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    server: server.version,
+  };
   writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), quick, machine, results }, null, 2)}\n`);
   process.stdout.write(`results written to ${file}\n`);
   for (const r of results) if (!(r.rate > 0 && Number.isFinite(r.rate))) problems.push(`${r.name}: rate ${r.rate}`);
@@ -147,13 +203,19 @@ function printTable(results: Result[]) {
     Math.round(r.rate).toLocaleString("en"),
     r.ratio === undefined ? "" : `${r.ratio.toFixed(2)}× ${r.of}`,
     // A quick run's counts are too small to say anything about speed: its goals are not judged.
-    r.goal === undefined ? "" : `≥ ${r.goal}× ${quick ? "(not judged: --quick)" : r.ratio !== undefined && r.ratio >= r.goal ? "met" : "MISSED"}`,
+    r.goal === undefined
+      ? ""
+      : `≥ ${r.goal}× ${quick ? "(not judged: --quick)" : r.ratio !== undefined && r.ratio >= r.goal ? "met" : "MISSED"}`,
     r.rssMb ? r.rssMb.join(" → ") : "",
     r.what,
   ]);
   const head = ["benchmark", "msg/s", "ratio", "goal", "client RSS MB", "what"];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 1 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === 1 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
   process.stdout.write(`\n${line(head)}\n${rows.map(line).join("\n")}\n\n`);
 }
 

@@ -39,7 +39,6 @@ export async function timed(fn: () => Promise<number>): Promise<{ count: number;
   return { count, seconds: (performance.now() - t0) / 1000 };
 }
 
-
 /** Waits for `p`, or `ms` at most (a bound on every wait, so a lost message cannot hang the bench). */
 export async function within(p: Promise<unknown>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
@@ -59,7 +58,10 @@ export interface Sample {
 export async function interleaved<K extends string>(reps: number, fns: Record<K, () => Promise<number>>): Promise<Record<K, Sample>> {
   const runs = {} as Record<K, Sample[]>;
   for (let i = 0; i < reps; i++) {
-    for (const key of Object.keys(fns) as K[]) (runs[key] ??= []).push(await timed(fns[key]));
+    for (const key of Object.keys(fns) as K[]) {
+      runs[key] ??= [];
+      runs[key].push(await timed(fns[key]));
+    }
   }
   const median = (xs: Sample[]) => [...xs].sort((a, b) => a.count / a.seconds - b.count / b.seconds)[Math.floor(xs.length / 2)]!;
   return Object.fromEntries(Object.entries<Sample[]>(runs).map(([k, xs]) => [k, median(xs)])) as Record<K, Sample>;

@@ -1,19 +1,19 @@
 // The work queue end to end (a producer and 4 workers, explicit acks), and the same job count,
 // payload and worker concurrency on BullMQ with a local redis-server, which this starts and stops.
-import { jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { freePort } from "@repo/harness";
+
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Queue, Worker as BullWorker } from "bullmq";
-import { repoRoot } from "@repo/harness";
-import { rssMb, timed, within, type Context } from "./measure.js";
-import { encodeJob, publishJobs } from "../../../patterns/work-queue/src/producer.js";
-import { setup, STREAM, DLQ_STREAM } from "../../../patterns/work-queue/src/setup.js";
-import { type Job, startWorker, type Worker } from "../../../patterns/work-queue/src/worker.js";
-import { createLogger } from "../../../patterns/work-queue/src/nats.js";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { encodeJob, publishJobs } from "@patterns/work-queue/producer";
+import { DLQ_STREAM, STREAM, setup } from "@patterns/work-queue/setup";
+import { type Job, startWorker, type Worker } from "@patterns/work-queue/worker";
+import { freePort, repoRoot } from "@repo/harness";
+import { createLogger } from "@repo/kit";
+import { Worker as BullWorker, Queue } from "bullmq";
+import { type Context, rssMb, timed, within } from "./measure.js";
 
 export const WORKERS = 4;
 export const CONCURRENCY = 64;
@@ -77,19 +77,43 @@ async function startRedis(): Promise<{ port: number; stop(): Promise<void> }> {
   if (!existsSync(bin)) {
     process.stderr.write("getting redis-server from Debian's packages (once)...\n");
     const got = spawnSync("bash", [join(repoRoot, "packages/bench/bin/provision-redis.sh")], { stdio: ["ignore", "ignore", "inherit"] });
-    if (got.status !== 0 || !existsSync(bin)) throw new Error(`no redis-server in ${root}: "bash packages/bench/bin/provision-redis.sh" failed`);
+    if (got.status !== 0 || !existsSync(bin))
+      throw new Error(`no redis-server in ${root}: "bash packages/bench/bin/provision-redis.sh" failed`);
   }
-  const libs = readdirSync(join(root, "usr/lib")).filter((d) => d.endsWith("-linux-gnu")).map((d) => join(root, "usr/lib", d));
+  const libs = readdirSync(join(root, "usr/lib"))
+    .filter((d) => d.endsWith("-linux-gnu"))
+    .map((d) => join(root, "usr/lib", d));
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "jsp-redis-"));
   // Like the NATS file store: on disk, fsync'd lazily (appendfsync everysec; nats-server syncs every 2 min).
-  const args = ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--logfile", join(dir, "redis.log")];
+  const args = [
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--dir",
+    dir,
+    "--save",
+    "",
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "everysec",
+    "--logfile",
+    join(dir, "redis.log"),
+  ];
   const child: ChildProcess = spawn(bin, args, { env: { ...process.env, LD_LIBRARY_PATH: libs.join(":") }, stdio: "ignore" });
   const { Redis } = await import("ioredis");
   const deadline = Date.now() + 10_000;
   for (;;) {
     const probe = new Redis({ port, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    const ok = await probe.connect().then(() => probe.ping()).then(() => true, () => false);
+    const ok = await probe
+      .connect()
+      .then(() => probe.ping())
+      .then(
+        () => true,
+        () => false,
+      );
     probe.disconnect();
     if (ok) break;
     if (Date.now() > deadline || child.exitCode !== null) throw new Error("redis-server did not start");
@@ -140,10 +164,23 @@ export async function bullmqQueue(ctx: Context): Promise<void> {
     await queue.obliterate({ force: true });
     await queue.close();
     ctx.expect("bullmq: jobs completed", r.count, count);
-    ctx.record({ name: "bullmq", what: `BullMQ ${WORKERS} workers × ${CONCURRENCY} on redis-server (AOF everysec), ${count.toLocaleString("en")} jobs`, ...r, rssMb: rss });
+    ctx.record({
+      name: "bullmq",
+      what: `BullMQ ${WORKERS} workers × ${CONCURRENCY} on redis-server (AOF everysec), ${count.toLocaleString("en")} jobs`,
+      ...r,
+      rssMb: rss,
+    });
   } finally {
     await redis.stop();
   }
   const q = await natsQueue(ctx, count);
-  ctx.record({ name: "work-queue.vs_bullmq", what: `the work-queue pattern, the same ${count.toLocaleString("en")} jobs`, count: q.processed, seconds: q.seconds, rssMb: q.rssMb, ratioOf: "bullmq", goal: 1 });
+  ctx.record({
+    name: "work-queue.vs_bullmq",
+    what: `the work-queue pattern, the same ${count.toLocaleString("en")} jobs`,
+    count: q.processed,
+    seconds: q.seconds,
+    rssMb: q.rssMb,
+    ratioOf: "bullmq",
+    goal: 1,
+  });
 }

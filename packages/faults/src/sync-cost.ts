@@ -30,4 +30,6 @@ for (const round of [1, 2]) {
 }
 const avg = (s: string) => rows.filter(([k]) => k.startsWith(s)).reduce((a, [, v]) => a + v, 0) / 2;
 for (const [k, v] of rows) console.log(`${k.padEnd(20)} ${Math.round(v)} msg/s`);
-console.log(`sync_interval: always / default = ${(avg("always") / avg("default")).toFixed(2)} (${count} acked 128-byte publishes, 256 in flight)`);
+console.log(
+  `sync_interval: always / default = ${(avg("always") / avg("default")).toFixed(2)} (${count} acked 128-byte publishes, 256 in flight)`,
+);

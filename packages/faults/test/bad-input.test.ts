@@ -1,18 +1,18 @@
 // Bad input gets a clear error, never a silent success or a changed stream.
 import { type JetStreamManager, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { payment, publishIdempotent } from "@patterns/dedup-publish/producer";
+import { setup as setupDedup } from "@patterns/dedup-publish/setup";
+import { setup as setupFanout } from "@patterns/fanout/setup";
+import { setup as setupLedger } from "@patterns/ordered-replay/setup";
+import { setup as setupPriority } from "@patterns/priority-queue/setup";
+import { DlqHeaders } from "@patterns/work-queue/dead-letter";
+import { DLQ_STREAM, STREAM as JOBS, setup as setupWork } from "@patterns/work-queue/setup";
+import { type Outcome, startWorker } from "@patterns/work-queue/worker";
 import { type NatsServer, startServer, waitFor } from "@repo/harness";
+import { storedMessages } from "@repo/kit";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { payment, publishIdempotent } from "../../../patterns/dedup-publish/src/producer.js";
-import { setup as setupDedup } from "../../../patterns/dedup-publish/src/setup.js";
-import { setup as setupFanout } from "../../../patterns/fanout/src/setup.js";
-import { setup as setupLedger } from "../../../patterns/ordered-replay/src/setup.js";
-import { setup as setupPriority } from "../../../patterns/priority-queue/src/setup.js";
-import { DlqHeaders } from "../../../patterns/work-queue/src/dead-letter.js";
-import { DLQ_STREAM, setup as setupWork, STREAM as JOBS } from "../../../patterns/work-queue/src/setup.js";
-import { type Outcome, startWorker } from "../../../patterns/work-queue/src/worker.js";
-import { allMessages } from "./helpers.js";
 
 const log = pino({ level: "silent" });
 let server: NatsServer;
@@ -49,13 +49,20 @@ describe("bad input", () => {
     ["fanout", "ORDERS_INTEREST", () => setupFanout(jsm), { subjects: ["interest.orders.>"], retention: RetentionPolicy.Limits }],
     ["dedup-publish", "PAYMENTS", () => setupDedup(jsm), { subjects: ["payments.>"], storage: StorageType.Memory }],
     ["ordered-replay", "LEDGER", () => setupLedger(jsm, nc), { subjects: ["ledger.>"], retention: RetentionPolicy.Workqueue }],
-    ["priority-queue", "TASKS", () => setupPriority(jsm, nc.info!.version), { subjects: ["tasks.high", "tasks.normal", "tasks.low"], retention: RetentionPolicy.Interest }],
+    [
+      "priority-queue",
+      "TASKS",
+      () => setupPriority(jsm, nc.info!.version),
+      { subjects: ["tasks.high", "tasks.normal", "tasks.low"], retention: RetentionPolicy.Interest },
+    ],
   ];
   for (const [pattern, stream, run, config] of conflicts) {
     it(`${pattern}: reports an existing ${stream} stream with the wrong config instead of changing it`, async () => {
       await jsm.streams.delete(stream).catch(() => {});
       await jsm.streams.add({ name: stream, ...config });
-      await expect(run()).rejects.toThrow(new RegExp(`^stream ${stream} exists with (retention|storage)=.* but this pattern needs .* — delete it`));
+      await expect(run()).rejects.toThrow(
+        new RegExp(`^stream ${stream} exists with (retention|storage)=.* but this pattern needs .* — delete it`),
+      );
       const after = (await jsm.streams.info(stream)).config;
       for (const [k, v] of Object.entries(config)) expect(after[k as keyof typeof after]).toEqual(v); // untouched
       await jsm.streams.delete(stream);
@@ -70,7 +77,7 @@ describe("bad input", () => {
     await jetstream(nc).publish("jobs.resize", '{"id": "x", "task": ', { msgID: "broken" });
     await waitFor("dead-lettered", () => outcomes.some((o) => o.kind === "dead_lettered"));
     await worker.stop();
-    const [dead] = await allMessages(jsm, DLQ_STREAM);
+    const [dead] = await storedMessages(jsm, DLQ_STREAM);
     expect(dead!.header.get(DlqHeaders.Reason)).toMatch(/^malformed payload: invalid JSON: /);
     expect(dead!.header.get(DlqHeaders.Deliveries)).toBe("1");
     expect(new TextDecoder().decode(dead!.data)).toBe('{"id": "x", "task": ');

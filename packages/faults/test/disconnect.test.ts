@@ -1,12 +1,12 @@
 // Clients cut off from the server for longer than ack_wait: the server is stopped and started again.
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { publishPipelined } from "@patterns/dedup-publish/producer";
+import { type RetryPolicy, STREAM, setup } from "@patterns/work-queue/setup";
+import { type Outcome, startWorker, type Worker } from "@patterns/work-queue/worker";
 import { type NatsServer, sleep, startServer, waitFor } from "@repo/harness";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { publishPipelined } from "../../../patterns/dedup-publish/src/producer.js";
-import { type RetryPolicy, setup, STREAM } from "../../../patterns/work-queue/src/setup.js";
-import { type Outcome, startWorker, type Worker } from "../../../patterns/work-queue/src/worker.js";
 import { jobs } from "./helpers.js";
 
 const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });

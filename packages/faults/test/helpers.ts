@@ -1,9 +1,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
-import { encodeJob, type Outgoing } from "../../../patterns/work-queue/src/producer.js";
-import type { RetryPolicy } from "../../../patterns/work-queue/src/setup.js";
+import { encodeJob, type Outgoing } from "@patterns/work-queue/producer";
+import type { RetryPolicy } from "@patterns/work-queue/setup";
 
 /** What worker processes reported: job id -> how many times processed / dead-lettered. */
 export class Ledger {
@@ -52,14 +51,4 @@ export function spawnWorker(name: string, url: string, retry: RetryPolicy, ledge
 /** n jobs, every `poisonEvery`-th one a poison job that always fails. */
 export function jobs(prefix: string, n: number, poisonEvery = 50): Outgoing[] {
   return Array.from({ length: n }, (_, i) => encodeJob({ id: `${prefix}-${i}`, task: i % poisonEvery === 7 ? "poison" : "resize" }));
-}
-
-export async function allMessages(jsm: JetStreamManager, stream: string): Promise<StoredMsg[]> {
-  const { state } = await jsm.streams.info(stream);
-  const out: StoredMsg[] = [];
-  for (let seq = state.first_seq; state.messages > 0 && seq <= state.last_seq; seq++) {
-    const m = await jsm.streams.getMessage(stream, { seq });
-    if (m) out.push(m);
-  }
-  return out;
 }

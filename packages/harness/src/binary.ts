@@ -4,6 +4,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { compareVersions } from "@repo/kit";
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 const cacheDir = process.env.NATS_SERVER_CACHE ?? join(repoRoot, ".cache/nats-server");
@@ -14,15 +15,7 @@ export interface ServerBinary {
   version: string;
 }
 
-export function compareVersions(a: string, b: string): number {
-  const pa = a.split(/[.-]/).map((p) => Number.parseInt(p, 10) || 0);
-  const pb = b.split(/[.-]/).map((p) => Number.parseInt(p, 10) || 0);
-  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
-    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
-}
+export { compareVersions };
 
 /** Versions in the project cache, oldest first. */
 export function cachedVersions(): string[] {
@@ -39,9 +32,7 @@ export function binaryVersion(path: string): string {
 
 function fromCache(wanted: string | undefined): ServerBinary | undefined {
   const versions = cachedVersions();
-  const match = wanted
-    ? versions.filter((v) => v === wanted || v.startsWith(`${wanted}.`)).at(-1)
-    : versions.at(-1);
+  const match = wanted ? versions.filter((v) => v === wanted || v.startsWith(`${wanted}.`)).at(-1) : versions.at(-1);
   return match ? { path: join(cacheDir, match, "nats-server"), version: match } : undefined;
 }
 

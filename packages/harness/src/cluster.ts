@@ -43,7 +43,9 @@ async function metaView(httpPort: number): Promise<MetaView | undefined> {
   try {
     const health = await fetch(`http://127.0.0.1:${httpPort}/healthz`, { signal: AbortSignal.timeout(1_000) });
     if (!health.ok) return undefined;
-    const jsz = (await (await fetch(`http://127.0.0.1:${httpPort}/jsz`, { signal: AbortSignal.timeout(1_000) })).json()) as { meta_cluster?: MetaView };
+    const jsz = (await (await fetch(`http://127.0.0.1:${httpPort}/jsz`, { signal: AbortSignal.timeout(1_000) })).json()) as {
+      meta_cluster?: MetaView;
+    };
     return jsz.meta_cluster?.leader ? jsz.meta_cluster : undefined;
   } catch {
     return undefined;
@@ -54,7 +56,9 @@ export async function startCluster(opts: ServerOptions & { size?: number } = {})
   const bin = findServerBinary(opts.version);
   const size = opts.size ?? 3;
   const dir = mkdtempSync(join(tmpdir(), "jsp-cluster-"));
-  const ports = await Promise.all(Array.from({ length: size }, async () => ({ client: await freePort(), route: await freePort(), http: await freePort() })));
+  const ports = await Promise.all(
+    Array.from({ length: size }, async () => ({ client: await freePort(), route: await freePort(), http: await freePort() })),
+  );
   const routes = ports.map((p) => `nats-route://127.0.0.1:${p.route}`).join(", ");
   const procs = ports.map((p, i) => {
     const name = `n${i + 1}`;
@@ -80,9 +84,7 @@ export async function startCluster(opts: ServerOptions & { size?: number } = {})
       const agreed = !!leader && views.every((v) => v?.leader === leader) && !!leaderView;
       // Every other running node must be listed, not just those listed be current: a node the leader
       // does not know yet cannot take a replica ("no suitable peers for placement", seen on 2.10.27).
-      const current = up
-        .filter((n) => n.name !== leader)
-        .every((n) => leaderView?.replicas?.some((r) => r.name === n.name && r.current));
+      const current = up.filter((n) => n.name !== leader).every((n) => leaderView?.replicas?.some((r) => r.name === n.name && r.current));
       if (agreed && (current || Date.now() > deadline - timeoutMs / 2)) return;
       if (Date.now() > deadline) throw new Error(`cluster not healthy within ${timeoutMs}ms`);
       await new Promise((r) => setTimeout(r, 100));

@@ -36,7 +36,11 @@ const projects = ["patterns", "packages"].flatMap((dir) =>
     .sort()
     .filter((name) => existsSync(join(repoRoot, dir, name, "package.json")))
     .filter((name) => positionals.length === 0 || positionals.includes(name))
-    .map((name) => ({ name, dir: join(repoRoot, dir, name), pkg: JSON.parse(readFileSync(join(repoRoot, dir, name, "package.json"), "utf8")) }))
+    .map((name) => ({
+      name,
+      dir: join(repoRoot, dir, name),
+      pkg: JSON.parse(readFileSync(join(repoRoot, dir, name, "package.json"), "utf8")),
+    }))
     .filter((p) => p.pkg.scripts?.test)
     // "matrix": {"versions": "newest"} runs a package on the newest server only (the fault suite).
     .map((p) => ({ name: p.name, dir: p.dir, newestOnly: p.pkg.matrix?.versions === "newest" })),
@@ -78,7 +82,10 @@ function runOne(project: { name: string; dir: string }, version: string): Promis
       const ok = code === 0 && failed === 0 && passed > 0;
       if (!ok && failed === 0) failed = 1; // the run itself broke (no server, syntax error, ...)
       resolve({ project: project.name, version, passed, failed, skipped, seconds: (Date.now() - started) / 1000, ok });
-      if (!ok) process.stdout.write(`\n--- ${project.name} on ${version} failed; last lines of ${logFile}:\n${output.split("\n").slice(-60).join("\n")}\n`);
+      if (!ok)
+        process.stdout.write(
+          `\n--- ${project.name} on ${version} failed; last lines of ${logFile}:\n${output.split("\n").slice(-60).join("\n")}\n`,
+        );
     });
   });
 }
@@ -93,7 +100,9 @@ for (const version of versions) {
     const cell = await runOne(project, version);
     cells.push(cell);
     const status = cell.ok ? "ok  " : "FAIL";
-    process.stdout.write(`${status} ${project.name.padEnd(16)} nats-server ${version.padEnd(8)} ${cell.passed} passed, ${cell.failed} failed, ${cell.skipped} skipped (${cell.seconds.toFixed(1)}s)\n`);
+    process.stdout.write(
+      `${status} ${project.name.padEnd(16)} nats-server ${version.padEnd(8)} ${cell.passed} passed, ${cell.failed} failed, ${cell.skipped} skipped (${cell.seconds.toFixed(1)}s)\n`,
+    );
   }
 }
 

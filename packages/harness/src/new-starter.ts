@@ -1,13 +1,15 @@
 // `pnpm run new <pattern> <dir>`: copies a pattern out of the monorepo as a standalone project: its
-// src/, a package.json with the exact versions this repo is tested with (no workspace links), a
-// tsconfig.json, its README and a minimal test that runs the demo against NATS_URL and checks its
-// accounting. Then in <dir>: `npm install && NATS_URL=nats://127.0.0.1:4222 npm test`, `npm start`.
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+// src/ with the shared kit (packages/kit/src) inlined as src/kit/ and the imports pointed there, a
+// package.json with the exact versions this repo is tested with (no workspace links), a tsconfig.json,
+// its README and a minimal test that runs the demo against NATS_URL and checks its accounting.
+// Then in <dir>: `npm install && NATS_URL=nats://127.0.0.1:4222 npm test`, `npm start`.
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { repoRoot } from "./binary.js";
 import { patternNames } from "./patterns.js";
 
-const usage = "usage: pnpm run new <pattern> <dir>   (writes a standalone copy of the pattern into <dir>, which must not exist or be empty)";
+const usage =
+  "usage: pnpm run new <pattern> <dir>   (writes a standalone copy of the pattern into <dir>, which must not exist or be empty)";
 
 function fail(message: string): never {
   process.stderr.write(`error: ${message}\n`);
@@ -21,6 +23,8 @@ const testArgs: Record<string, string[]> = {
   "dedup-publish": ["--payments", "400", "--window-ms", "1000"],
   "ordered-replay": ["--events", "300"],
   "priority-queue": ["--tasks", "10"],
+  "exactly-once": ["--charges", "40"],
+  "event-sourcing": ["--writers", "3", "--withdrawals", "5"],
 };
 
 const [name, target] = process.argv.slice(2);
@@ -33,26 +37,44 @@ if (!name || !target) fail(`${usage}\npatterns: ${names.join(", ")}`);
 if (!names.includes(name)) fail(`unknown pattern "${name}" — choose one of: ${names.join(", ")}`);
 // pnpm runs scripts from the repo root; a relative dir means relative to where the user typed it.
 const dir = resolve(process.env.INIT_CWD ?? process.cwd(), target);
-if (existsSync(dir) && readdirSync(dir).length > 0) fail(`${dir} exists and is not empty — choose a new or empty directory (nothing was written)`);
+if (existsSync(dir) && readdirSync(dir).length > 0)
+  fail(`${dir} exists and is not empty — choose a new or empty directory (nothing was written)`);
 
 const from = join(repoRoot, "patterns", name);
-const pkg = JSON.parse(readFileSync(join(from, "package.json"), "utf8")) as {
-  description?: string;
-  dependencies: Record<string, string>;
-  devDependencies: Record<string, string>;
-};
-/** The version installed here, which is the one the matrix tested: pinned as ^x.y.z. */
-const installed = (dep: string) => {
-  const file = join(from, "node_modules", dep, "package.json");
-  if (!existsSync(file)) fail(`${dep} is not installed in ${from}: run "pnpm install" first`);
+const kit = join(repoRoot, "packages/kit");
+type Pkg = { description?: string; dependencies: Record<string, string>; devDependencies: Record<string, string> };
+const readPkg = (dir: string) => JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as Pkg;
+const pkg = readPkg(from);
+/** The version installed in `where`, which is the one the matrix tested: pinned as ^x.y.z. */
+const installed = (dep: string, where = from) => {
+  const file = join(where, "node_modules", dep, "package.json");
+  if (!existsSync(file)) fail(`${dep} is not installed in ${where}: run "pnpm install" first`);
   return `^${(JSON.parse(readFileSync(file, "utf8")) as { version: string }).version}`;
 };
-const deps = Object.fromEntries(Object.keys(pkg.dependencies).map((d) => [d, installed(d)]));
+// The pattern's own dependencies and the kit's, with the workspace link to the kit replaced by its copy.
+const external = (p: Pkg) => Object.keys(p.dependencies).filter((d) => !p.dependencies[d]!.startsWith("workspace:"));
+const deps = Object.fromEntries(
+  [...external(readPkg(kit)).map((d) => [d, installed(d, kit)]), ...external(pkg).map((d) => [d, installed(d)])].sort(([a], [b]) =>
+    String(a).localeCompare(String(b)),
+  ),
+);
 const devDeps = Object.fromEntries(["@types/node", "tsx", "typescript", "vitest"].map((d) => [d, installed(d)]));
 
+/** Copies the .ts files of `src` to `to`, with imports of the kit pointed at `kitPath`. */
+function copySources(src: string, to: string, kitPath: string) {
+  mkdirSync(to, { recursive: true });
+  for (const file of readdirSync(src).filter((f) => f.endsWith(".ts"))) {
+    const text = readFileSync(join(src, file), "utf8").replaceAll('from "@repo/kit"', `from "${kitPath}"`);
+    writeFileSync(join(to, file), text);
+  }
+}
 mkdirSync(join(dir, "test"), { recursive: true });
-cpSync(join(from, "src"), join(dir, "src"), { recursive: true });
-const project = basename(dir).toLowerCase().replace(/[^a-z0-9._-]+/g, "-") || name;
+copySources(join(from, "src"), join(dir, "src"), "./kit/index.js");
+copySources(join(kit, "src"), join(dir, "src/kit"), "./index.js");
+const project =
+  basename(dir)
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, "-") || name;
 const json = (value: unknown) => `${JSON.stringify(value, null, 2)}\n`;
 writeFileSync(
   join(dir, "package.json"),
@@ -86,10 +108,11 @@ it("runs the ${name} demo against NATS_URL: nothing lost, nothing duplicated", (
     timeout: 110_000,
   });
   expect(r.status, r.stderr).toBe(0);
-  const summary = JSON.parse(r.stdout.trim().split("\\n").at(-1)!) as { msg: string; lost?: number; duplicates?: number };
+  const summary = JSON.parse(r.stdout.trim().split("\\n").at(-1)!) as { msg: string; lost?: number; duplicates?: number; in_both?: number };
   expect(summary.msg).toMatch(/^summary: /);
   expect(summary.lost).toBe(0);
   if (summary.duplicates !== undefined) expect(summary.duplicates).toBe(0);
+  if (summary.in_both !== undefined) expect(summary.in_both).toBe(0);
 });
 `,
 );
@@ -108,9 +131,10 @@ NATS_URL=nats://127.0.0.1:4222 npm start     # the demo (options: npm start -- -
 NATS_URL=nats://127.0.0.1:4222 npm test      # runs the demo and checks nothing was lost
 \`\`\`
 
-Connection settings follow the NATS CLI: \`NATS_URL\`, \`NATS_USER\`/\`NATS_PASSWORD\`, \`NATS_TOKEN\`,
-\`NATS_CREDS\`. \`src/nats.ts\` (connection, logging, errors) and \`src/publisher.ts\` (the fast
-publisher) are yours to change now.
+Connection settings follow the NATS CLI: \`NATS_URL\` (user info in it too), \`NATS_USER\`/\`NATS_PASSWORD\`,
+\`NATS_TOKEN\`, \`NATS_CREDS\`, \`NATS_NKEY\`, and \`NATS_CA\`/\`NATS_CERT\`/\`NATS_KEY\` for TLS. \`src/kit/\` is the code every pattern of jetstream-patterns shares (connection from
+the environment, logging, the CLI runner, stream setup, errors by type, the fast publisher), copied
+in whole: it is yours to change now.
 
 ---
 

@@ -4,15 +4,16 @@ import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { repoRoot } from "./binary.js";
-import { patternNames } from "./patterns.js";
 import { startCluster } from "./cluster.js";
+import { patternNames } from "./patterns.js";
 import { startServer } from "./server.js";
 
 const usage = (names: string[]) =>
   `usage: pnpm run pattern <name> [--cluster] [options]   (pattern: ${names.join(", ")}; options: pnpm run pattern <name> --help)`;
 
 const help = (names: string[]) => {
-  const describe = (n: string) => (JSON.parse(readFileSync(join(repoRoot, "patterns", n, "package.json"), "utf8")) as { description?: string }).description ?? "";
+  const describe = (n: string) =>
+    (JSON.parse(readFileSync(join(repoRoot, "patterns", n, "package.json"), "utf8")) as { description?: string }).description ?? "";
   return `usage: pnpm run pattern <name> [--cluster] [options]
 
 Runs a pattern's demo: it narrates each step and ends with a summary (lost=0 ...); exit 1 if the
@@ -29,7 +30,9 @@ options:
 
 environment:
   NATS_URL                  use this server (comma-separated for a cluster) instead of starting one
-  NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS   credentials, as with the NATS CLI
+  NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_NKEY   credentials, as with the NATS CLI
+                            (user:password@ or token@ in NATS_URL work too; never printed)
+  NATS_CA, NATS_CERT, NATS_KEY   TLS: the server's CA, and a client certificate and key (tls:// URLs)
   NATS_REPLICAS             stream replicas on your own cluster (default 1; --cluster sets 3)
   NATS_SERVER_VERSION       which cached nats-server to start (2.9.10, 2.10.27, 2.15.1; default newest)
 `;
@@ -59,14 +62,19 @@ async function main(): Promise<number> {
   // --cluster (or NATS_CLUSTER=1): a local 3-node cluster, and R3 streams.
   const cluster = rest.includes("--cluster") || env.NATS_CLUSTER === "1";
   const args = rest.filter((a) => a !== "--cluster");
-  if (cluster && env.NATS_URL) fail("--cluster starts its own 3-node cluster: unset NATS_URL, or drop --cluster and set NATS_REPLICAS=3 for your cluster");
+  if (cluster && env.NATS_URL)
+    fail("--cluster starts its own 3-node cluster: unset NATS_URL, or drop --cluster and set NATS_REPLICAS=3 for your cluster");
   if (!env.NATS_URL && !wantsHelp) {
     const what = cluster ? "a 3-node nats-server cluster" : "nats-server";
-    const started = await (cluster ? startCluster() : startServer()).catch((err: Error) => fail(`could not start ${what}: ${err.message.split("\n")[0]}`));
+    const started = await (cluster ? startCluster() : startServer()).catch((err: Error) =>
+      fail(`could not start ${what}: ${err.message.split("\n")[0]}`),
+    );
     server = started;
     env.NATS_URL = started.url;
     if (cluster) env.NATS_REPLICAS = env.NATS_REPLICAS ?? "3";
-    process.stderr.write(`started ${what} ${started.version} on ${started.url} (temp store; stopped when the demo ends; set NATS_URL to use your own)\n`);
+    process.stderr.write(
+      `started ${what} ${started.version} on ${started.url} (temp store; stopped when the demo ends; set NATS_URL to use your own)\n`,
+    );
   }
   const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "patterns", name, "src/main.ts"), ...args], {
     cwd: join(repoRoot, "patterns", name),

@@ -121,7 +121,7 @@ export function serverProcess(bin: ServerBinary, dir: string, port: number, conf
     halt,
     restart: async () => {
       await halt("SIGTERM");
-      output = output.replaceAll("Server is ready", "Server was ready") + "\n--- restart ---\n";
+      output = `${output.replaceAll("Server is ready", "Server was ready")}\n--- restart ---\n`;
       await start();
     },
     running: () => child !== undefined,
@@ -138,8 +138,16 @@ export async function useServer(opts: ServerOptions = {}): Promise<NatsServer> {
     throw new Error("cannot stop or restart a server given by NATS_URL");
   };
   return {
-    url, port, version: "external", storeDir: "", external: true,
-    stop: async () => {}, halt: unsupported, kill: unsupported, restart: unsupported, log: () => "",
+    url,
+    port,
+    version: "external",
+    storeDir: "",
+    external: true,
+    stop: async () => {},
+    halt: unsupported,
+    kill: unsupported,
+    restart: unsupported,
+    log: () => "",
   };
 }
 
@@ -149,7 +157,12 @@ export async function startServer(opts: ServerOptions = {}): Promise<NatsServer>
   const storeDir = join(dir, "store");
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
-    const node = serverProcess(bin, join(dir, `p${port}`), port, [`server_name: jsp-${port}`, jetstreamBlock(bin, storeDir, opts.sync), opts.config ?? ""].join("\n"));
+    const node = serverProcess(
+      bin,
+      join(dir, `p${port}`),
+      port,
+      [`server_name: jsp-${port}`, jetstreamBlock(bin, storeDir, opts.sync), opts.config ?? ""].join("\n"),
+    );
     try {
       await node.start();
     } catch (err) {

@@ -2,9 +2,13 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createUser } from "@nats-io/nkeys";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { compareVersions, repoRoot } from "../src/binary.js";
+import { operatorMode } from "../src/operator.js";
 import { freePort, type NatsServer, startServer } from "../src/server.js";
+import { sleep } from "../src/testing.js";
+import { makeTestCerts, type TestCerts } from "../src/tls.js";
 
 interface Run {
   code: number | null;
@@ -75,38 +79,78 @@ describe("pnpm run pattern", () => {
     expect(oneLine(r.stderr)).toEqual(['error: --jobs must be a positive integer, got "many"']);
   });
 
-  it("runs work-queue against NATS_URL and accounts for every job: lost=0, duplicates=0", async () => {
+  it("runs work-queue against NATS_URL and accounts for every job: lost=0, none both processed and dead-lettered", async () => {
     const r = await run(["work-queue", "--jobs", "60", "--workers", "2"], { NATS_URL: server.url });
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-    const summary = r.stdout.trim().split("\n").map((l) => JSON.parse(l)).find((l) => String(l.msg).startsWith("summary"));
-    expect(summary).toMatchObject({ published: 61, lost: 0, duplicates: 0, left_in_queue: 0 });
+    const summary = r.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l))
+      .find((l) => String(l.msg).startsWith("summary"));
+    expect(summary).toMatchObject({ published: 61, lost: 0, in_both: 0, left_in_queue: 0, redelivered: expect.any(Number) });
     expect(summary.processed + summary.dead_lettered).toBe(61);
     expect(summary.dead_lettered).toBeGreaterThanOrEqual(2); // a poison job and a malformed one
+  });
+
+  it("stops work-queue on Ctrl-C with exit 130, reporting the jobs left in the queue as left, not lost", async () => {
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", join(repoRoot, "packages/harness/src/run-pattern.ts"), "work-queue", "--jobs", "20000"],
+      {
+        cwd: repoRoot,
+        env: { ...process.env, LOG_FORMAT: "json", NATS_URL: server.url },
+        stdio: ["ignore", "pipe", "pipe"],
+        detached: true, // its own process group, as in a terminal: Ctrl-C reaches the runner and the demo
+      },
+    );
+    let stdout = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    const timer = setTimeout(() => process.kill(-child.pid!, "SIGKILL"), 90_000);
+    for (let i = 0; i < 600 && !/"msg":"progress"/.test(stdout); i++) await sleep(100);
+    process.kill(-child.pid!, "SIGINT");
+    const code = await exited;
+    clearTimeout(timer);
+    const summary = JSON.parse(stdout.trim().split("\n").at(-1)!);
+    expect(code).toBe(130);
+    expect(summary).toMatchObject({ published: 20_200, lost: 0, in_both: 0 });
+    expect(summary.left_in_queue).toBeGreaterThan(0);
+    expect(summary.processed + summary.dead_lettered + summary.left_in_queue).toBe(20_200);
+    expect(summary.msg).toMatch(/stopped by Ctrl-C: \d+ jobs left in the queue/);
   });
 
   it("starts its own nats-server when NATS_URL is unset (through pnpm, as the README says)", async () => {
     const r = await run(["run", "--silent", "pattern", "work-queue", "--jobs", "20"], { NATS_URL: undefined }, "pnpm");
     expect(r.stderr).toMatch(/started nats-server \d+\.\d+\.\d+ on nats:\/\/127\.0\.0\.1:\d+/);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/summary: processed=\d+ dead_lettered=\d+ lost=0 duplicates=0/);
+    expect(r.stdout).toMatch(/summary: processed=\d+ dead_lettered=\d+ redelivered=\d+ left=0 lost=0 in_both=0/);
   });
 
-  for (const name of ["fanout", "dedup-publish", "ordered-replay", "priority-queue"]) {
+  for (const name of ["fanout", "dedup-publish", "ordered-replay", "priority-queue", "exactly-once", "event-sourcing"]) {
     it(`runs ${name} against NATS_URL and ends with a summary line that shows the guarantee held`, async () => {
       const r = await run([name], { NATS_URL: server.url });
       expect(r.stderr).toBe("");
       expect(r.code).toBe(0);
-      const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+      const lines = r.stdout
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l));
       const summary = lines.at(-1);
       expect(summary.msg).toMatch(/^summary: /);
       expect(summary.msg).toMatch(/lost=0/);
       if (name === "priority-queue") {
         // Native priority groups are version-gated: the demo must say which technique it used.
         const old = compareVersions(server.version, "2.11.0") < 0;
-        const warned = lines.some((l) => String(l.msg).includes(`priority groups need nats-server >= 2.11 (prioritized >= 2.12); this server is ${server.version}: using subjects per level`));
+        const warned = lines.some((l) =>
+          String(l.msg).includes(
+            `priority groups need nats-server >= 2.11 (prioritized >= 2.12); this server is ${server.version}: using subjects per level`,
+          ),
+        );
         expect(warned).toBe(old);
-        expect(summary.native).toBe(old ? "unavailable (subjects per level)" : compareVersions(server.version, "2.12.0") < 0 ? "overflow" : "prioritized+overflow");
+        expect(summary.native).toBe(
+          old ? "unavailable (subjects per level)" : compareVersions(server.version, "2.12.0") < 0 ? "overflow" : "prioritized+overflow",
+        );
       }
     });
   }
@@ -114,17 +158,23 @@ describe("pnpm run pattern", () => {
   it("runs work-queue --cluster on a local 3-node cluster with R3 streams", async () => {
     const r = await run(["work-queue", "--cluster", "--jobs", "40"], { NATS_URL: undefined });
     expect(r.code, `${r.stderr}\n${r.stdout.slice(-3000)}`).toBe(0);
-    expect(r.stderr).toMatch(/^started a 3-node nats-server cluster \d+\.\d+\.\d+ on nats:\/\/127\.0\.0\.1:\d+,nats:\/\/127\.0\.0\.1:\d+,nats:\/\/127\.0\.0\.1:\d+ /);
+    expect(r.stderr).toMatch(
+      /^started a 3-node nats-server cluster \d+\.\d+\.\d+ on nats:\/\/127\.0\.0\.1:\d+,nats:\/\/127\.0\.0\.1:\d+,nats:\/\/127\.0\.0\.1:\d+ /,
+    );
     expect(r.code).toBe(0);
-    const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    const lines = r.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     expect(lines.find((l) => String(l.msg).startsWith("connected"))).toMatchObject({ replicas: 3 });
-    expect(lines.at(-1)).toMatchObject({ lost: 0, duplicates: 0, left_in_queue: 0 });
+    expect(lines.at(-1)).toMatchObject({ lost: 0, in_both: 0, left_in_queue: 0 });
   });
 
   it("explains the runner with --help: every pattern, --cluster, the server and credential env vars", async () => {
     const r = await run(["--help"], { NATS_URL: undefined });
     expect(r.code).toBe(0);
-    for (const text of ["work-queue", "priority-queue", "--cluster", "NATS_URL", "NATS_TOKEN", "NATS_SERVER_VERSION", "<name> --help"]) expect(r.stdout).toContain(text);
+    for (const text of ["work-queue", "priority-queue", "--cluster", "NATS_URL", "NATS_TOKEN", "NATS_SERVER_VERSION", "<name> --help"])
+      expect(r.stdout).toContain(text);
   });
 
   it("prints a pattern's options with --help, without starting a server", async () => {
@@ -134,27 +184,139 @@ describe("pnpm run pattern", () => {
     expect(r.stderr).not.toMatch(/started nats-server/);
   });
 
-  // A secured server: the patterns connect with the NATS CLI's env vars, and say so in one line without them.
-  const secured = [
-    { how: "user/password", config: "authorization { user: alice, password: s3cret }", env: { NATS_USER: "alice", NATS_PASSWORD: "s3cret" } },
-    { how: "token", config: "authorization { token: t0ken-abc }", env: { NATS_TOKEN: "t0ken-abc" } },
+  // Secured servers: every credential convention of the NATS CLI works, a refusal is one line that says
+  // what to set, and no output of any run, allowed or refused, contains a secret.
+  const nkey = createUser();
+  const seed = new TextDecoder().decode(nkey.getSeed());
+  let certs: TestCerts;
+  let seedFile: string;
+  beforeAll(() => {
+    certs = makeTestCerts();
+    seedFile = join(certs.dir, "user.nk");
+    writeFileSync(seedFile, `${seed}\n`);
+  });
+  afterAll(() => rmSync(certs.dir, { recursive: true, force: true }));
+  const withInfo = (url: string, info: string) => url.replace("nats://", `nats://${info}@`);
+  const tls = (url: string) => url.replace("nats://", "tls://");
+  const userPass = "authorization { user: alice, password: s3cret }";
+  const tokenAuth = "authorization { token: t0ken-abc }";
+  const refusedLine =
+    /^error: nats-server at nats:\/\/127\.0\.0\.1:\d+ refused the connection .*set NATS_USER\/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS or NATS_NKEY/;
+  type Env = Record<string, string | undefined>;
+  const secured: {
+    how: string;
+    secrets: () => string[];
+    config: () => string;
+    allow: (url: string) => Env;
+    deny: (url: string) => Env;
+    refused: RegExp;
+  }[] = [
+    {
+      how: "user/password (NATS_USER, NATS_PASSWORD)",
+      secrets: () => ["s3cret"],
+      config: () => userPass,
+      allow: (url) => ({ NATS_URL: url, NATS_USER: "alice", NATS_PASSWORD: "s3cret" }),
+      deny: (url) => ({ NATS_URL: url }),
+      refused: refusedLine,
+    },
+    {
+      how: "user/password in NATS_URL",
+      secrets: () => ["s3cret", "wr0ng-pa55"],
+      config: () => userPass,
+      allow: (url) => ({ NATS_URL: withInfo(url, "alice:s3cret") }),
+      deny: (url) => ({ NATS_URL: withInfo(url, "alice:wr0ng-pa55") }),
+      refused: refusedLine,
+    },
+    {
+      how: "token (NATS_TOKEN)",
+      secrets: () => ["t0ken-abc"],
+      config: () => tokenAuth,
+      allow: (url) => ({ NATS_URL: url, NATS_TOKEN: "t0ken-abc" }),
+      deny: (url) => ({ NATS_URL: url }),
+      refused: refusedLine,
+    },
+    {
+      how: "token in NATS_URL",
+      secrets: () => ["t0ken-abc", "wr0ng-t0ken"],
+      config: () => tokenAuth,
+      allow: (url) => ({ NATS_URL: withInfo(url, "t0ken-abc") }),
+      deny: (url) => ({ NATS_URL: withInfo(url, "wr0ng-t0ken") }),
+      refused: refusedLine,
+    },
+    {
+      how: "nkey (NATS_NKEY, a seed file)",
+      secrets: () => [seed],
+      config: () => `authorization { users: [ { nkey: ${nkey.getPublicKey()} } ] }`,
+      allow: (url) => ({ NATS_URL: url, NATS_NKEY: seedFile }),
+      deny: (url) => ({ NATS_URL: url }),
+      refused: refusedLine,
+    },
+    {
+      how: "TLS with client certificates (tls://, NATS_CA, NATS_CERT, NATS_KEY)",
+      secrets: () => [readFileSync(certs.clientKey, "utf8").split("\n")[1]!],
+      config: () => `tls { cert_file: "${certs.serverCert}", key_file: "${certs.serverKey}", ca_file: "${certs.ca}", verify: true }`,
+      allow: (url) => ({ NATS_URL: tls(url), NATS_CA: certs.ca, NATS_CERT: certs.clientCert, NATS_KEY: certs.clientKey }),
+      deny: (url) => ({ NATS_URL: tls(url), NATS_CA: certs.ca }), // no client certificate
+      refused: /^error: TLS with nats-server at tls:\/\/127\.0\.0\.1:\d+ failed .*set NATS_CA .*NATS_CERT\/NATS_KEY/,
+    },
+    {
+      how: "TLS whose CA the client is not given",
+      secrets: () => [],
+      config: () => `tls { cert_file: "${certs.serverCert}", key_file: "${certs.serverKey}" }`,
+      allow: (url) => ({ NATS_URL: tls(url), NATS_CA: certs.ca }),
+      deny: (url) => ({ NATS_URL: tls(url) }),
+      refused: /^error: TLS with nats-server at tls:\/\/127\.0\.0\.1:\d+ failed \(.+\) — set NATS_CA/,
+    },
   ];
-  for (const { how, config, env } of secured) {
-    it(`connects to a server that requires a ${how} with the env vars, and fails in one line without them`, async () => {
-      const locked = await startServer({ config });
+  for (const { how, secrets, config, allow, deny, refused } of secured) {
+    it(`connects with ${how}, refuses in one line without it, and never prints the secret`, async () => {
+      const locked = await startServer({ config: config() });
       try {
-        const ok = await run(["fanout", "--orders", "5"], { NATS_URL: locked.url, ...env });
+        const ok = await run(["fanout", "--orders", "5"], allow(locked.url));
         expect(ok.code, ok.stderr).toBe(0);
         expect(JSON.parse(ok.stdout.trim().split("\n").at(-1)!)).toMatchObject({ lost: 0 });
-        const denied = await run(["fanout", "--orders", "5"], { NATS_URL: locked.url });
+        const denied = await run(["fanout", "--orders", "5"], { NATS_USER: undefined, NATS_TOKEN: undefined, ...deny(locked.url) });
         expect(denied.code).not.toBe(0);
-        expect(oneLine(denied.stderr)).toEqual([expect.stringMatching(/^error: nats-server at .* refused the connection .*set NATS_USER\/NATS_PASSWORD, NATS_TOKEN or NATS_CREDS$/)]);
+        expect(oneLine(denied.stderr)).toEqual([expect.stringMatching(refused)]);
         expect(noStack(denied.stderr)).toBe(true);
+        for (const secret of secrets()) {
+          for (const out of [ok.stdout, ok.stderr, denied.stdout, denied.stderr]) expect(out).not.toContain(secret);
+        }
       } finally {
         await locked.stop();
       }
     });
   }
+
+  it("connects with a creds file (NATS_CREDS) in operator mode, and says in one line when the account has no JetStream", async () => {
+    const op = await operatorMode(certs.dir);
+    const secured = await startServer({ config: op.config });
+    try {
+      const ok = await run(["fanout", "--orders", "5"], { NATS_URL: secured.url, NATS_CREDS: op.creds });
+      expect(ok.code, ok.stderr).toBe(0);
+      expect(JSON.parse(ok.stdout.trim().split("\n").at(-1)!)).toMatchObject({ lost: 0 });
+      const nojs = await run(["fanout", "--orders", "5"], { NATS_URL: secured.url, NATS_CREDS: op.noJetStreamCreds });
+      expect(nojs.code).toBe(1);
+      expect(oneLine(nojs.stderr)).toEqual([expect.stringMatching(/^error: JetStream is not enabled for this account — enable it/)]);
+      const denied = await run(["fanout", "--orders", "5"], { NATS_URL: secured.url });
+      expect(oneLine(denied.stderr)).toEqual([expect.stringMatching(refusedLine)]);
+      for (const seed of op.seeds)
+        for (const out of [ok, nojs, denied].flatMap((r) => [r.stdout, r.stderr])) expect(out).not.toContain(seed);
+    } finally {
+      await secured.stop();
+    }
+  });
+
+  it("says in one line that JetStream is not enabled for an account without it", async () => {
+    const nojs = await startServer({ config: "accounts { NOJS: { users: [ { user: nojs, password: nojs } ] } }" });
+    try {
+      const r = await run(["fanout", "--orders", "5"], { NATS_URL: withInfo(nojs.url, "nojs:nojs") });
+      expect(r.code).toBe(1);
+      expect(oneLine(r.stderr)).toEqual([expect.stringMatching(/^error: JetStream is not enabled for this account — enable it/)]);
+    } finally {
+      await nojs.stop();
+    }
+  });
 });
 
 describe("pnpm run new", () => {
@@ -165,14 +327,32 @@ describe("pnpm run new", () => {
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("writes a standalone project: the pattern's src, real versions (no workspace links), tsconfig, README, a test", async () => {
+  it("writes a standalone project: the pattern's src with the kit inlined, real versions (no workspace links), tsconfig, README, a test", async () => {
     const r = await runNew(["work-queue", join(dir, "wq")]);
     expect(r.code, r.stderr).toBe(0);
     const pkg = JSON.parse(readFileSync(join(dir, "wq/package.json"), "utf8"));
     expect(JSON.stringify(pkg)).not.toMatch(/workspace:|@repo\//);
     expect(pkg.dependencies["@nats-io/jetstream"]).toMatch(/^\^\d+\.\d+\.\d+$/);
     expect(pkg.scripts).toMatchObject({ start: "tsx src/main.ts", test: expect.stringContaining("vitest run") });
-    for (const f of ["src/main.ts", "src/worker.ts", "src/nats.ts", "src/publisher.ts", "tsconfig.json", "README.md", "test/starter.test.ts"]) expect(existsSync(join(dir, "wq", f)), f).toBe(true);
+    for (const f of [
+      "src/main.ts",
+      "src/worker.ts",
+      "src/kit/index.ts",
+      "src/kit/connect.ts",
+      "src/kit/publisher.ts",
+      "tsconfig.json",
+      "README.md",
+      "test/starter.test.ts",
+    ])
+      expect(existsSync(join(dir, "wq", f)), f).toBe(true);
+    // Standalone: the kit is inlined and nothing imports the workspace package any more.
+    const sources = ["src", "src/kit"].flatMap((d) =>
+      readdirSync(join(dir, "wq", d))
+        .filter((f) => f.endsWith(".ts"))
+        .map((f) => join(d, f)),
+    );
+    for (const f of sources) expect(readFileSync(join(dir, "wq", f), "utf8"), f).not.toMatch(/from "@repo\//);
+    expect(readFileSync(join(dir, "wq/src/main.ts"), "utf8")).toMatch(/from "\.\/kit\/index\.js"/);
   });
 
   it("refuses an unknown pattern and a non-empty directory in one line each, writing nothing", async () => {
@@ -184,7 +364,9 @@ describe("pnpm run new", () => {
     writeFileSync(join(dir, "full/keep.txt"), "mine");
     const full = await runNew(["fanout", join(dir, "full")]);
     expect(full.code).toBe(2);
-    expect(oneLine(full.stderr)).toEqual([expect.stringMatching(/^error: .*full exists and is not empty — choose a new or empty directory \(nothing was written\)$/)]);
+    expect(oneLine(full.stderr)).toEqual([
+      expect.stringMatching(/^error: .*full exists and is not empty — choose a new or empty directory \(nothing was written\)$/),
+    ]);
     expect(readdirSync(join(dir, "full"))).toEqual(["keep.txt"]);
   });
 });

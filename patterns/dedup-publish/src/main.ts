@@ -1,27 +1,21 @@
 // The demo `pnpm run pattern dedup-publish` runs: pipelined idempotent publishing, a retry storm, forced
 // timeouts, the window's edge, and the speed of one-at-a-time versus pipelined publishing.
+
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { parseArgs } from "node:util";
-import { readStored, storedTwice } from "./consumer.js";
-import { connectFromEnv, logSummary, runMain, UserError } from "./nats.js";
+import { delay } from "@nats-io/transport-node";
+import { connectFromEnv, demoOptions, logSummary, runMain } from "@repo/kit";
 import { payment, publishIdempotent, publishPipelined, tally } from "./producer.js";
+import { readStored, storedTwice } from "./reader.js";
 import { setup } from "./setup.js";
 
 const usage = `usage: pnpm run pattern dedup-publish [--payments N] [--window-ms MS] [--json]
   --payments N     payments to publish (default 2000)
-  --window-ms MS   the stream's duplicate_window for the demo (default 2000; the server default is 2 minutes)
-  --json           JSON log lines (also LOG_FORMAT=json)
-  server: NATS_URL (default nats://127.0.0.1:4222), NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS`;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  --window-ms MS   the stream's duplicate_window for the demo (default 2000; the server default is 2 minutes)`;
 
 runMain("dedup-publish", async (_signal, log) => {
-  const { values } = parseArgs({ options: { payments: { type: "string", default: "2000" }, "window-ms": { type: "string", default: "2000" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } } });
-  if (values.help) return void console.log(usage);
-  const count = Number(values.payments);
-  const windowMs = Number(values["window-ms"]);
-  if (!Number.isInteger(count) || count < 10) throw new UserError(`--payments must be an integer >= 10, got "${values.payments}"`);
-  if (!Number.isInteger(windowMs) || windowMs < 100) throw new UserError(`--window-ms must be an integer >= 100, got "${values["window-ms"]}"`);
+  const options = demoOptions(usage, { payments: { default: 2000, min: 10 }, "window-ms": { default: 2000, min: 100 } });
+  if (!options) return;
+  const { payments: count, "window-ms": windowMs } = options;
 
   const nc = await connectFromEnv("dedup-demo");
   const js = jetstream(nc);
@@ -40,7 +34,10 @@ runMain("dedup-publish", async (_signal, log) => {
   t = performance.now();
   const first = tally(await publishPipelined(nc, msgs.slice(200, half), { window: 256 }));
   const pipelined = (half - 200) / ((performance.now() - t) / 1000);
-  log.info({ one_at_a_time_per_s: Math.round(oneAtATime), pipelined_per_s: Math.round(pipelined), speedup: +(pipelined / oneAtATime).toFixed(1) }, `published ${half} payments`);
+  log.info(
+    { one_at_a_time_per_s: Math.round(oneAtATime), pipelined_per_s: Math.round(pipelined), speedup: +(pipelined / oneAtATime).toFixed(1) },
+    `published ${half} payments`,
+  );
 
   // 2. A retry storm: the same first half again (a producer restarted without knowing what got through).
   const storm = tally(await publishPipelined(nc, msgs.slice(0, half)));
@@ -53,10 +50,13 @@ runMain("dedup-publish", async (_signal, log) => {
 
   // 4. The window's edge: after duplicate_window the same id is new again.
   const again = await publishIdempotent(js, msgs[0]!);
-  await sleep(windowMs + 500);
+  await delay(windowMs + 500);
   let after = await publishIdempotent(js, msgs[0]!);
-  for (let i = 0; i < 10 && after.duplicate; i++) after = await sleep(250).then(() => publishIdempotent(js, msgs[0]!));
-  log.info({ within_window_duplicate: again.duplicate, after_window_duplicate: after.duplicate }, `the same id after the ${windowMs}ms window is stored again: ids must be unique for longer than that`);
+  for (let i = 0; i < 10 && after.duplicate; i++) after = await delay(250).then(() => publishIdempotent(js, msgs[0]!));
+  log.info(
+    { within_window_duplicate: again.duplicate, after_window_duplicate: after.duplicate },
+    `the same id after the ${windowMs}ms window is stored again: ids must be unique for longer than that`,
+  );
 
   const stored = (await readStored(nc)).slice(before);
   const twice = storedTwice(stored.slice(0, -1)); // the last one is the deliberate after-window copy
@@ -66,7 +66,16 @@ runMain("dedup-publish", async (_signal, log) => {
   const lost = ids.length - unique;
   logSummary(
     log,
-    { payments: count, stored: stored.length, unique, duplicates_reported: storm.duplicates + timed.duplicates, retried: timed.retried, failed, stored_twice: twice.length, lost },
+    {
+      payments: count,
+      stored: stored.length,
+      unique,
+      duplicates_reported: storm.duplicates + timed.duplicates,
+      retried: timed.retried,
+      failed,
+      stored_twice: twice.length,
+      lost,
+    },
     `summary: payments=${count} stored=${stored.length} (=${count} + 1 after the window) duplicates_reported=${storm.duplicates + timed.duplicates} stored_twice=${twice.length} lost=${lost}`,
   );
   if (lost > 0 || twice.length > 0 || failed > 0 || stored.length !== count + 1) process.exitCode = 1;

@@ -1,10 +1,18 @@
 // Idempotent publishing: every message carries a Nats-Msg-Id, so a retry after a timeout or a
 // reconnect is acked as a duplicate instead of being stored twice (within the duplicate_window).
-import { type JetStreamClient, JetStreamApiError, jetstream } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
-import { pathToFileURL } from "node:url";
-import { connectFromEnv, runMain, UserError } from "./nats.js";
-import { createPublisher } from "./publisher.js";
+import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
+import { backoff, delay, type NatsConnection } from "@nats-io/transport-node";
+import {
+  connectFromEnv,
+  createPublisher,
+  isEntry,
+  isNoResponders,
+  isTransient,
+  messageOf,
+  type PublishResult,
+  runMain,
+  UserError,
+} from "@repo/kit";
 import { STREAM, SUBJECT_PREFIX } from "./setup.js";
 
 export interface Outgoing {
@@ -14,15 +22,8 @@ export interface Outgoing {
   data: Uint8Array;
 }
 
-export interface Published {
-  id: string;
-  seq: number;
-  /** True when the server had this id already: nothing new was stored. */
-  duplicate: boolean;
-  attempts: number;
-  /** Set when the message could not be published (not retryable, or out of attempts). */
-  error?: string;
-}
+/** One payment's publish: its stream sequence, whether the server had its id already, the attempts, or its error. */
+export type Published = PublishResult & { id: string };
 
 export interface RetryOptions {
   /** Attempts per message (default 8). */
@@ -33,32 +34,18 @@ export interface RetryOptions {
   stream?: string;
 }
 
+/** Pauses between attempts: short, as a restarting server or a new leader is usually back within a second. */
+const publishRetry = backoff([50, 100, 150, 200, 250, 300, 350, 400, 450, 500]);
+
 export function payment(id: string, amount: number): Outgoing {
   return { subject: `${SUBJECT_PREFIX}.captured`, id, data: new TextEncoder().encode(JSON.stringify({ id, amount })) };
 }
 
-type ErrorLike = { name?: string; message?: string; cause?: { name?: string; message?: string } } | undefined;
-
-/** No stream answered: nats.js reports it as JetStreamNotEnabled with a "no responders" cause. */
-function isNoResponders(err: unknown): boolean {
-  const e = err as ErrorLike;
-  return e?.name === "JetStreamNotEnabled" || e?.name === "NoRespondersError" || /no responders/i.test(e?.cause?.message ?? "");
-}
-
 /**
- * Worth retrying with the same id: ack timeouts, 503s, and no responders — which is what a publish
- * sees while a restarted server is still loading its streams (and, for good, on a subject no stream
- * listens on: hence the bounded attempts).
+ * Publishes one message, retrying with the same msg id what a retry can outlive: ack timeouts, 503s,
+ * and no responders, which is what a publish sees while a restarted server is still loading its
+ * streams (and, for good, on a subject no stream listens on: hence the bounded attempts). Never throws.
  */
-export function isRetryable(err: unknown): boolean {
-  if (err instanceof JetStreamApiError) return err.status === 503;
-  const e = err as ErrorLike;
-  return isNoResponders(err) || [e?.name, e?.cause?.name].includes("TimeoutError") || /timeout/i.test(e?.message ?? "");
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Publishes one message, retrying retryable failures with the same msg id. Never throws. */
 export async function publishIdempotent(js: JetStreamClient, msg: Outgoing, opts: RetryOptions = {}): Promise<Published> {
   const attempts = opts.attempts ?? 8;
   let timeout = opts.timeoutMs ?? 2_000;
@@ -69,9 +56,9 @@ export async function publishIdempotent(js: JetStreamClient, msg: Outgoing, opts
     } catch (err) {
       const text = isNoResponders(err)
         ? `no stream answered on ${msg.subject} (no responders): is the stream created and JetStream enabled?`
-        : err instanceof Error ? err.message : String(err);
-      if (!isRetryable(err) || attempt >= attempts) return { id: msg.id, seq: 0, duplicate: false, attempts: attempt, error: text };
-      await sleep(Math.min(50 * attempt, 500));
+        : messageOf(err);
+      if (!isTransient(err) || attempt >= attempts) return { id: msg.id, seq: 0, duplicate: false, attempts: attempt, error: text };
+      await delay(publishRetry.backoff(attempt - 1));
       timeout = Math.min(timeout * 2, 5_000);
     }
   }
@@ -82,8 +69,17 @@ export async function publishIdempotent(js: JetStreamClient, msg: Outgoing, opts
  * acks on one shared inbox, each message resent on its own with its own id after a timeout. The window
  * is the back-pressure. Results come back in input order.
  */
-export async function publishPipelined(nc: NatsConnection, msgs: Outgoing[], opts: RetryOptions & { window?: number } = {}): Promise<Published[]> {
-  const publisher = createPublisher(nc, { stream: opts.stream ?? STREAM, window: opts.window, timeoutMs: opts.timeoutMs, attempts: opts.attempts ?? 8 });
+export async function publishPipelined(
+  nc: NatsConnection,
+  msgs: Outgoing[],
+  opts: RetryOptions & { window?: number } = {},
+): Promise<Published[]> {
+  const publisher = createPublisher(nc, {
+    stream: opts.stream ?? STREAM,
+    window: opts.window,
+    timeoutMs: opts.timeoutMs,
+    attempts: opts.attempts ?? 8,
+  });
   const results: Published[] = new Array(msgs.length);
   await publisher.publishAll(msgs, (r, i) => (results[i] = { ...r, id: msgs[i]!.id }));
   publisher.close();
@@ -100,7 +96,7 @@ export function tally(results: Published[]) {
 }
 
 // CLI: `tsx src/producer.ts <payment-id> [amount]` publishes one payment; run it twice: one "stored", one "duplicate".
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (isEntry(import.meta.url)) {
   runMain("producer", async (_signal, log) => {
     const [id, amount = "100"] = process.argv.slice(2);
     if (!id) throw new UserError("usage: tsx src/producer.ts <payment-id> [amount]");

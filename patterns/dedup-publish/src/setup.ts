@@ -2,7 +2,7 @@
 // is how long the server remembers a Nats-Msg-Id.
 import { type JetStreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
-import { ensureStream, type StreamSpec } from "./nats.js";
+import { ensureStream, type StreamSpec } from "@repo/kit";
 
 export const STREAM = "PAYMENTS";
 export const SUBJECT_PREFIX = "payments";
@@ -24,5 +24,6 @@ export function paymentsStream(windowMs: number): StreamSpec {
 export async function setup(jsm: JetStreamManager, windowMs = DEFAULT_WINDOW_MS): Promise<void> {
   const want = paymentsStream(windowMs);
   const config = await ensureStream(jsm, want);
-  if (config.duplicate_window !== want.duplicate_window) await jsm.streams.update(STREAM, { ...config, duplicate_window: want.duplicate_window });
+  if (config.duplicate_window !== want.duplicate_window)
+    await jsm.streams.update(STREAM, { ...config, duplicate_window: want.duplicate_window });
 }

@@ -1,10 +1,10 @@
-import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { readStored, storedTwice } from "../src/consumer.js";
 import { type Outgoing, payment, publishIdempotent, publishPipelined, tally } from "../src/producer.js";
-import { setup, STREAM } from "../src/setup.js";
+import { readStored, storedTwice } from "../src/reader.js";
+import { STREAM, setup } from "../src/setup.js";
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -129,7 +129,10 @@ describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "new
       (err: Error) => err.message,
     );
     expect(r).toMatch(/expected stream does not match/i);
-    const res = await publishPipelined(nc, [payment("ok", 1), { ...payment("nowhere", 2), subject: "nowhere.captured" }], { attempts: 2, timeoutMs: 200 });
+    const res = await publishPipelined(nc, [payment("ok", 1), { ...payment("nowhere", 2), subject: "nowhere.captured" }], {
+      attempts: 2,
+      timeoutMs: 200,
+    });
     expect(res[0]).toMatchObject({ id: "ok", duplicate: false });
     expect(res[0]!.error).toBeUndefined();
     expect(res[1]!.error).toMatch(/no responders|timeout/i);

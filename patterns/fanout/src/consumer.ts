@@ -1,8 +1,8 @@
 // One independent consumer (billing, shipping, analytics, ...): reads every event of its stream at its
 // own pace through its own durable consumer, and acks each one after handling it.
-import { jetstream, type JsMsg } from "@nats-io/jetstream";
+import { type JsMsg, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { Logger } from "./nats.js";
+import { type Logger, serve } from "@repo/kit";
 import type { OrderEvent } from "./producer.js";
 import { type Retention, streams } from "./setup.js";
 
@@ -32,21 +32,12 @@ export async function startSubscriber(opts: SubscriberOptions): Promise<Subscrib
   const js = jetstream(opts.nc);
   const consumer = await js.consumers.get(streams[opts.retention].name, opts.name);
   const messages = await consumer.consume({ max_messages: 64 });
-  const done = (async () => {
-    for await (const m of messages) {
-      const event = m.json<OrderEvent>();
-      await opts.handler?.(event, m);
-      // Wait for the server to confirm: on Interest retention this ack may be the one that frees the event.
-      await m.ackAck();
-      opts.onEvent?.({ consumer: opts.name, event, subject: m.subject, seq: m.seq, redelivered: m.redelivered });
-    }
-  })().catch((err: unknown) => {
-    if (!opts.nc.isClosed()) opts.log.error({ consumer: opts.name, err: String(err) }, "consumer stopped on an error");
-  });
-  return {
-    async stop() {
-      await messages.close();
-      await done;
-    },
+  const handle = async (m: JsMsg) => {
+    const event = m.json<OrderEvent>();
+    await opts.handler?.(event, m);
+    // Wait for the server to confirm: on Interest retention this ack may be the one that frees the event.
+    await m.ackAck();
+    opts.onEvent?.({ consumer: opts.name, event, subject: m.subject, seq: m.seq, redelivered: m.redelivered });
   };
+  return serve(messages, handle, { nc: opts.nc, log: opts.log, who: { consumer: opts.name } });
 }

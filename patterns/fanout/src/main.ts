@@ -1,30 +1,29 @@
 // The demo `pnpm run pattern fanout` runs: the same order events into a Limits and an Interest
 // stream, three independent consumers on each, then a late joiner, then a consumer that was down.
+
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { parseArgs } from "node:util";
-import { type Received, startSubscriber, type Subscriber } from "./consumer.js";
-import { connectFromEnv, logSummary, runMain, UserError } from "./nats.js";
+import { delay } from "@nats-io/transport-node";
+import { connectFromEnv, demoOptions, logSummary, runMain } from "@repo/kit";
+import { type Received, type Subscriber, startSubscriber } from "./consumer.js";
 import { orderEvents, publishEvents } from "./producer.js";
 import { addConsumer, CONSUMERS, type Retention, setup, streams } from "./setup.js";
 
 const usage = `usage: pnpm run pattern fanout [--orders N] [--json]
-  --orders N    orders to publish, 3 events each (default 30)
-  --json        JSON log lines (also LOG_FORMAT=json)
-  server: NATS_URL (default nats://127.0.0.1:4222), NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS`;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  --orders N    orders to publish, 3 events each (default 30)`;
 
 runMain("fanout", async (signal, log) => {
-  const { values } = parseArgs({ options: { orders: { type: "string", default: "30" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } } });
-  if (values.help) return void console.log(usage);
-  const orders = Number(values.orders);
-  if (!Number.isInteger(orders) || orders < 1) throw new UserError(`--orders must be a positive integer, got "${values.orders}"`);
+  const options = demoOptions(usage, { orders: 30 });
+  if (!options) return;
+  const { orders } = options;
 
   const nc = await connectFromEnv("fanout-demo");
   const jsm = await jetstreamManager(nc);
-  const js = jetstream(nc);
+  const _js = jetstream(nc);
   await setup(jsm);
-  log.info({ server: nc.info?.version }, `streams ${streams.limits.name} (limits) and ${streams.interest.name} (interest), consumers ${CONSUMERS.join(", ")} on each`);
+  log.info(
+    { server: nc.info?.version },
+    `streams ${streams.limits.name} (limits) and ${streams.interest.name} (interest), consumers ${CONSUMERS.join(", ")} on each`,
+  );
 
   // Per stream and consumer: which events arrived, how often.
   const got = new Map<string, Map<string, number>>();
@@ -36,12 +35,16 @@ runMain("fanout", async (signal, log) => {
   };
   const start = (retention: Retention, name: string) =>
     startSubscriber({
-      nc, retention, name, log, onEvent: (r) => onEvent(r, retention),
-      handler: name === "analytics" ? async () => void (await sleep(3)) : undefined, // analytics is the slow one
+      nc,
+      retention,
+      name,
+      log,
+      onEvent: (r) => onEvent(r, retention),
+      handler: name === "analytics" ? async () => void (await delay(3)) : undefined, // analytics is the slow one
     });
   const waitAll = async (want: number, keys: string[]) => {
     const deadline = Date.now() + 30_000;
-    while (keys.some((k) => (got.get(k)?.size ?? 0) < want) && Date.now() < deadline && !signal.aborted) await sleep(100);
+    while (keys.some((k) => (got.get(k)?.size ?? 0) < want) && Date.now() < deadline && !signal.aborted) await delay(100);
   };
 
   const run = Date.now().toString(36);
@@ -54,7 +57,10 @@ runMain("fanout", async (signal, log) => {
   await waitAll(events.length, everyone);
   for (const k of everyone) log.info({ consumer: k, events: got.get(k)?.size ?? 0 }, "consumer caught up at its own pace");
   const kept = async (r: Retention) => (await jsm.streams.info(streams[r].name)).state.messages;
-  log.info({ limits: await kept("limits"), interest: await kept("interest") }, "events still stored once every consumer acked: limits keeps history, interest frees it");
+  log.info(
+    { limits: await kept("limits"), interest: await kept("interest") },
+    "events still stored once every consumer acked: limits keeps history, interest frees it",
+  );
 
   // A late joiner: on Limits it replays the history; on Interest nothing is left to replay.
   for (const r of ["limits", "interest"] as const) {
@@ -62,7 +68,7 @@ runMain("fanout", async (signal, log) => {
     subs.push(await start(r, `audit-${run}`));
   }
   await waitAll(events.length, [`limits/audit-${run}`]);
-  await sleep(300);
+  await delay(300);
   const lateJoiner = { limits: got.get(`limits/audit-${run}`)?.size ?? 0, interest: got.get(`interest/audit-${run}`)?.size ?? 0 };
   log.info(lateJoiner, "late joiner 'audit' replayed");
 
@@ -71,11 +77,11 @@ runMain("fanout", async (signal, log) => {
   await analytics.stop();
   const more = orderEvents(5, `${run}-late`);
   await publishEvents(nc, more, ["interest"]);
-  await sleep(500);
+  await delay(500);
   log.info({ stored: await kept("interest") }, "analytics is down: its unread events stay in the interest stream");
   subs.push(await start("interest", "analytics"));
   await waitAll(events.length + more.length, ["interest/analytics"]);
-  await sleep(200);
+  await delay(200);
   log.info({ stored: await kept("interest") }, "analytics came back and caught up: the interest stream is empty again");
 
   for (const s of subs) await s.stop();
@@ -83,8 +89,22 @@ runMain("fanout", async (signal, log) => {
   for (const r of ["limits", "interest"] as const) await jsm.consumers.delete(streams[r].name, `audit-${run}`);
   await nc.drain();
   const dup = [...got.values()].reduce((n, m) => n + [...m.values()].filter((c) => c > 1).length, 0);
-  const lost = everyone.reduce((n, k) => n + Math.max(0, (k === "interest/analytics" ? events.length + more.length : events.length) - (got.get(k)?.size ?? 0)), 0);
-  const summary = { events: events.length, consumers: everyone.length, late_joiner_limits: lateJoiner.limits, late_joiner_interest: lateJoiner.interest, lost, duplicates: dup };
-  logSummary(log, summary, `summary: events=${events.length} consumers=${everyone.length} each_got_all=${lost === 0} late_joiner_replayed=${lateJoiner.limits}/${lateJoiner.interest} (limits/interest) lost=${lost} duplicates=${dup}`);
+  const lost = everyone.reduce(
+    (n, k) => n + Math.max(0, (k === "interest/analytics" ? events.length + more.length : events.length) - (got.get(k)?.size ?? 0)),
+    0,
+  );
+  const summary = {
+    events: events.length,
+    consumers: everyone.length,
+    late_joiner_limits: lateJoiner.limits,
+    late_joiner_interest: lateJoiner.interest,
+    lost,
+    duplicates: dup,
+  };
+  logSummary(
+    log,
+    summary,
+    `summary: events=${events.length} consumers=${everyone.length} each_got_all=${lost === 0} late_joiner_replayed=${lateJoiner.limits}/${lateJoiner.interest} (limits/interest) lost=${lost} duplicates=${dup}`,
+  );
   if (lost > 0 || dup > 0) process.exitCode = 1;
 });

@@ -1,8 +1,6 @@
 // Publishes order events. The same event goes to both streams so the two retentions can be compared.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { pathToFileURL } from "node:url";
-import { connectFromEnv, runMain, UserError } from "./nats.js";
-import { publishBatch } from "./publisher.js";
+import { connectFromEnv, intOption, isEntry, publishBatch, runMain } from "@repo/kit";
 import { type Retention, streams } from "./setup.js";
 
 export interface OrderEvent {
@@ -25,7 +23,11 @@ export function orderEvents(count: number, prefix = "o"): OrderEvent[] {
  */
 export async function publishEvents(nc: NatsConnection, events: OrderEvent[], to: Retention[] = ["limits", "interest"]): Promise<void> {
   for (const r of to) {
-    const msgs = events.map((e) => ({ subject: `${streams[r].prefix}.${e.type}`, data: enc.encode(JSON.stringify(e)), id: `${e.orderId}-${e.type}` }));
+    const msgs = events.map((e) => ({
+      subject: `${streams[r].prefix}.${e.type}`,
+      data: enc.encode(JSON.stringify(e)),
+      id: `${e.orderId}-${e.type}`,
+    }));
     await publishBatch(nc, msgs, { stream: streams[r].name, what: `event(s) to ${streams[r].name}` });
   }
 }
@@ -33,10 +35,9 @@ export async function publishEvents(nc: NatsConnection, events: OrderEvent[], to
 const enc = new TextEncoder();
 
 // CLI: `tsx src/producer.ts [orders]` publishes `orders` orders' events (setup must have run: main.ts does it).
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (isEntry(import.meta.url)) {
   runMain("producer", async (_signal, log) => {
-    const count = Number(process.argv[2] ?? 10);
-    if (!Number.isInteger(count) || count < 1) throw new UserError(`orders must be a positive integer, got "${process.argv[2]}"`);
+    const count = intOption("orders", process.argv[2] ?? "10");
     const nc = await connectFromEnv("fanout-producer");
     await publishEvents(nc, orderEvents(count, Date.now().toString(36)));
     log.info({ events: count * 3 }, "published");

@@ -2,7 +2,7 @@
 // per retention choice, and each has the same three independent durable consumers.
 import { AckPolicy, type ConsumerConfig, DeliverPolicy, type JetStreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
-import { ensureStream, isNotFound, type StreamSpec } from "./nats.js";
+import { ensureConsumer, ensureStream, type StreamSpec } from "@repo/kit";
 
 export type Retention = "limits" | "interest";
 
@@ -37,13 +37,7 @@ export function consumerConfig(name: string): Partial<ConsumerConfig> {
 }
 
 export async function addConsumer(jsm: JetStreamManager, retention: Retention, name: string): Promise<void> {
-  const stream = streams[retention].name;
-  try {
-    await jsm.consumers.info(stream, name);
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-    await jsm.consumers.add(stream, consumerConfig(name));
-  }
+  await ensureConsumer(jsm, streams[retention].name, consumerConfig(name));
 }
 
 /** Creates both streams and their consumers, or checks that existing streams fit. Idempotent. */

@@ -1,9 +1,9 @@
-import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { type Received, startSubscriber, type Subscriber } from "../src/consumer.js";
+import { type Received, type Subscriber, startSubscriber } from "../src/consumer.js";
 import { orderEvents, publishEvents } from "../src/producer.js";
 import { addConsumer, CONSUMERS, type Retention, setup, streams } from "../src/setup.js";
 
@@ -102,7 +102,7 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
     const c = collect();
     const running = new Map<string, Subscriber>();
     for (const name of CONSUMERS) running.set(name, await startSubscriber({ nc, retention: "interest", name, log, onEvent: c.onEvent }));
-    const js = jetstream(nc);
+    const _js = jetstream(nc);
     const first = orderEvents(10, "a");
     await publishEvents(nc, first, ["interest"]);
     await waitFor("all consumers got the first batch", () => CONSUMERS.every((n) => c.by(n).length === first.length));
@@ -110,7 +110,9 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
     await running.get("analytics")!.stop(); // analytics goes down
     const second = orderEvents(10, "b");
     await publishEvents(nc, second, ["interest"]);
-    await waitFor("billing and shipping got the second batch", () => ["billing", "shipping"].every((n) => c.by(n).length === first.length + second.length));
+    await waitFor("billing and shipping got the second batch", () =>
+      ["billing", "shipping"].every((n) => c.by(n).length === first.length + second.length),
+    );
     await sleep(300);
     expect(await stored("interest")).toBe(second.length); // held for analytics only
 

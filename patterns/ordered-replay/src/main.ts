@@ -1,18 +1,15 @@
 // The demo `pnpm run pattern ordered-replay` runs: replay a ledger from the start, from a sequence,
 // from a time, for a subject filter; stop a replayer and resume it; follow live appends.
+
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { parseArgs } from "node:util";
-import { connectFromEnv, logSummary, runMain, UserError } from "./nats.js";
+import { delay } from "@nats-io/transport-node";
+import { connectFromEnv, demoOptions, logSummary, runMain } from "@repo/kit";
 import { appendEvents, ledgerEvents } from "./producer.js";
-import { type Entry, loadPosition, replay, type ReplayOptions } from "./replayer.js";
-import { setup, STREAM } from "./setup.js";
+import { type Entry, loadPosition, type ReplayOptions, replay } from "./replayer.js";
+import { STREAM, setup } from "./setup.js";
 
 const usage = `usage: pnpm run pattern ordered-replay [--events N] [--json]
-  --events N    events to append before replaying (default 1000)
-  --json        JSON log lines (also LOG_FORMAT=json)
-  server: NATS_URL (default nats://127.0.0.1:4222), NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS`;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  --events N    events to append before replaying (default 1000)`;
 
 /** Out-of-order steps and, for an unfiltered replay, missing sequences. */
 function check(seqs: number[], contiguous: boolean) {
@@ -26,30 +23,50 @@ function check(seqs: number[], contiguous: boolean) {
 }
 
 runMain("ordered-replay", async (signal, log) => {
-  const { values } = parseArgs({ options: { events: { type: "string", default: "1000" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } } });
-  if (values.help) return void console.log(usage);
-  const count = Number(values.events);
-  if (!Number.isInteger(count) || count < 10) throw new UserError(`--events must be an integer >= 10, got "${values.events}"`);
+  const options = demoOptions(usage, { events: { default: 1000, min: 10 } });
+  if (!options) return;
+  const count = options.events;
 
   const nc = await connectFromEnv("ordered-replay-demo");
-  const js = jetstream(nc);
+  const _js = jetstream(nc);
   const jsm = await jetstreamManager(nc);
   const positions = await setup(jsm, nc);
   const run = Date.now().toString(36);
   let problems = 0;
-  const collect = async (what: string, opts: Omit<ReplayOptions, "nc" | "log" | "handler" | "name"> & { name?: string }, contiguous = true) => {
+  const collect = async (
+    what: string,
+    opts: Omit<ReplayOptions, "nc" | "log" | "handler" | "name"> & { name?: string },
+    contiguous = true,
+  ) => {
     const seqs: number[] = [];
-    const res = await replay({ nc, log, name: opts.name ?? `${what}-${run}`, handler: (e: Entry) => void seqs.push(e.seq), signal, ...opts });
+    const res = await replay({
+      nc,
+      log,
+      name: opts.name ?? `${what}-${run}`,
+      handler: (e: Entry) => void seqs.push(e.seq),
+      signal,
+      ...opts,
+    });
     const c = check(seqs, contiguous);
     problems += c.gaps + c.outOfOrder;
-    log.info({ events: res.count, first: res.first, last: res.last, gaps: c.gaps, out_of_order: c.outOfOrder, client_side_filter: res.clientSideFilter || undefined }, what);
+    log.info(
+      {
+        events: res.count,
+        first: res.first,
+        last: res.last,
+        gaps: c.gaps,
+        out_of_order: c.outOfOrder,
+        client_side_filter: res.clientSideFilter || undefined,
+      },
+      what,
+    );
     return { seqs, res };
   };
 
   const seqsA = await appendEvents(nc, ledgerEvents(count));
-  await sleep(50);
+  await delay(50);
   const since = new Date();
-  await sleep(50);
+  await delay(50);
   const seqsB = await appendEvents(nc, ledgerEvents(Math.ceil(count / 5), 4, count));
   log.info({ server: nc.info?.version, appended: seqsA.length + seqsB.length, stream: STREAM }, "ledger written");
 
@@ -59,13 +76,26 @@ runMain("ordered-replay", async (signal, log) => {
   const fromTime = await collect(`replay from a time (${since.toISOString()})`, { from: { time: since } });
   if (fromTime.seqs[0] !== seqsB[0]) problems++;
   await collect("replay of one account (ledger.acct-1.>)", { from: "start", filter: ["ledger.acct-1.>"] }, false);
-  await collect("replay of two filters (ledger.acct-1.>, ledger.acct-2.debit)", { from: "start", filter: ["ledger.acct-1.>", "ledger.acct-2.debit"] }, false);
+  await collect(
+    "replay of two filters (ledger.acct-1.>, ledger.acct-2.debit)",
+    { from: "start", filter: ["ledger.acct-1.>", "ledger.acct-2.debit"] },
+    false,
+  );
 
   // Resume: a projector stops part-way (as if redeployed), then picks up at the next sequence.
   const projector = `projector-${run}`;
   const halfway = new AbortController();
   let seen = 0;
-  await replay({ nc, log, name: projector, positions, from: "resume", checkpointEvery: 50, signal: halfway.signal, handler: () => void (++seen === 300 && halfway.abort()) });
+  await replay({
+    nc,
+    log,
+    name: projector,
+    positions,
+    from: "resume",
+    checkpointEvery: 50,
+    signal: halfway.signal,
+    handler: () => void (++seen === 300 && halfway.abort()),
+  });
   const saved = await loadPosition(positions, projector);
   const resumed = await collect("projector resumed from its saved position", { name: projector, positions, from: "resume" });
   log.info({ saved_position: saved, resumed_at: resumed.seqs[0] }, "resume continues at exactly the next sequence");
@@ -74,14 +104,25 @@ runMain("ordered-replay", async (signal, log) => {
   // Follow: a live replay sees events appended while it runs, in order.
   const live = new AbortController();
   const followed: number[] = [];
-  const following = replay({ nc, log, name: `live-${run}`, from: { seq: all.res.last! + 1 }, follow: true, signal: live.signal, handler: (e) => void followed.push(e.seq) });
+  const following = replay({
+    nc,
+    log,
+    name: `live-${run}`,
+    from: { seq: all.res.last! + 1 },
+    follow: true,
+    signal: live.signal,
+    handler: (e) => void followed.push(e.seq),
+  });
   const appended = await appendEvents(nc, ledgerEvents(200, 4, 10_000), 20);
-  for (let i = 0; i < 100 && followed.length < appended.length; i++) await sleep(50);
+  for (let i = 0; i < 100 && followed.length < appended.length; i++) await delay(50);
   live.abort();
   await following;
   const c = check(followed, true);
   problems += c.gaps + c.outOfOrder + (followed.length === appended.length ? 0 : 1);
-  log.info({ appended: appended.length, followed: followed.length, gaps: c.gaps, out_of_order: c.outOfOrder }, "live follow while appending");
+  log.info(
+    { appended: appended.length, followed: followed.length, gaps: c.gaps, out_of_order: c.outOfOrder },
+    "live follow while appending",
+  );
 
   await positions.delete(projector);
   await nc.drain();

@@ -1,8 +1,6 @@
 // Appends account events to the ledger.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { pathToFileURL } from "node:url";
-import { connectFromEnv, runMain, UserError } from "./nats.js";
-import { publishBatch } from "./publisher.js";
+import { connectFromEnv, intOption, isEntry, publishBatch, runMain } from "@repo/kit";
 import { STREAM, SUBJECT_PREFIX } from "./setup.js";
 
 export interface LedgerEvent {
@@ -36,10 +34,9 @@ export async function appendEvents(nc: NatsConnection, events: LedgerEvent[], wi
 const enc = new TextEncoder();
 
 // CLI: `tsx src/producer.ts [count]` appends `count` events (setup must have run: main.ts does it).
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (isEntry(import.meta.url)) {
   runMain("producer", async (_signal, log) => {
-    const count = Number(process.argv[2] ?? 10);
-    if (!Number.isInteger(count) || count < 1) throw new UserError(`count must be a positive integer, got "${process.argv[2]}"`);
+    const count = intOption("count", process.argv[2] ?? "10");
     const nc = await connectFromEnv("ledger-producer");
     const seqs = await appendEvents(nc, ledgerEvents(count));
     log.info({ first: seqs[0], last: seqs.at(-1) }, "appended");

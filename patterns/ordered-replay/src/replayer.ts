@@ -4,8 +4,8 @@
 // client recreate it from the last sequence it saw, so the replay stays gap-free and in order.
 import { DeliverPolicy, jetstream, type OrderedConsumerOptions } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
-import { type Logger, versionAtLeast } from "./nats.js";
+import { backoff, deadline, delay, type NatsConnection } from "@nats-io/transport-node";
+import { type Logger, versionAtLeast } from "@repo/kit";
 import { STREAM } from "./setup.js";
 
 export type StartAt = "start" | "resume" | { seq: number } | { time: Date };
@@ -65,7 +65,10 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
   if (o.from === "resume") {
     if (!o.positions) throw new Error("resume needs the positions bucket");
     const done = await loadPosition(o.positions, o.name);
-    Object.assign(opts, done ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: done + 1 } : { deliver_policy: DeliverPolicy.All });
+    Object.assign(
+      opts,
+      done ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: done + 1 } : { deliver_policy: DeliverPolicy.All },
+    );
   } else if (o.from === "start") {
     opts.deliver_policy = DeliverPolicy.All;
   } else if ("seq" in o.from) {
@@ -80,7 +83,10 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
   if (filters.length === 1) opts.filter_subjects = filters[0];
   else if (multi && serverFilters) opts.filter_subjects = filters;
   else if (multi) {
-    o.log.warn({ server: o.nc.info?.version, filters }, "several subject filters need nats-server >= 2.10: replaying everything and filtering in the client (same order, more traffic)");
+    o.log.warn(
+      { server: o.nc.info?.version, filters },
+      "several subject filters need nats-server >= 2.10: replaying everything and filtering in the client (same order, more traffic)",
+    );
   }
   const wanted = (subject: string) => serverFilters || filters.some((f) => subjectMatches(f, subject));
 
@@ -95,25 +101,28 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
   // nats.js recreates an ordered consumer after a gap or missed heartbeats. If even that gets stuck
   // (seen here when the stream leader is killed), a watchdog starts a new one after the last sequence.
   for (let restarts = 0; ; restarts++) {
-    if (restarts > 0) Object.assign(opts, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: (result.last ?? 0) + 1, opt_start_time: undefined });
+    if (restarts > 0)
+      Object.assign(opts, {
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: (result.last ?? 0) + 1,
+        opt_start_time: undefined,
+      });
     const outcome = await replayOnce(js, opts, o, result, wanted, async () => {
       if (++unsaved >= every) await save();
     }).finally(save);
     if (outcome !== "stalled" || o.signal?.aborted) return result;
     if (restarts >= 20) throw new Error(`replay of ${STREAM} stalled after sequence ${result.last ?? 0} and did not recover`);
     o.log.warn({ after: result.last ?? 0 }, "replay stalled: starting a new ordered consumer after the last sequence");
-    await new Promise((r) => setTimeout(r, Math.min(1_000 * restarts + 500, 5_000)));
+    await delay(restartPause.backoff(restarts));
   }
 }
 
 const STALL_CHECK_MS = 3_000;
+/** Pauses before each new ordered consumer after a stall: a leader election takes a few seconds. */
+const restartPause = backoff([500, 1_500, 2_500, 3_500, 4_500, 5_000]);
 
-/** The promise's value, or undefined if it takes longer than `ms` (the timer is always cleared). */
-function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
+/** The promise's value, or undefined if it fails or takes longer than `ms` (a stall, to the caller). */
+const within = <T>(p: Promise<T>, ms: number): Promise<T | undefined> => deadline(p, ms).catch(() => undefined);
 
 /** One ordered consumer's run: "done" (caught up or aborted) or "stalled" (no progress, work pending). */
 async function replayOnce(
@@ -128,7 +137,9 @@ async function replayOnce(
   // let the caller start over (bounded), rather than wait on a request that may never return.
   const consumer = await within(
     // A copy: nats.js fills in a name prefix on the object it is given, and a retry must not reuse it.
-    js.consumers.get(STREAM, { ...opts }).catch((err: unknown) => void o.log.warn({ err: String(err) }, "replay: could not create the ordered consumer")),
+    js.consumers
+      .get(STREAM, { ...opts })
+      .catch((err: unknown) => void o.log.warn({ err: String(err) }, "replay: could not create the ordered consumer")),
     10_000,
   );
   if (!consumer) return "stalled";
@@ -155,10 +166,13 @@ async function replayOnce(
   let onStall = () => {};
   const stall = new Promise<"stall">((resolve) => (onStall = () => resolve("stall")));
   const watchdog = setInterval(async () => {
-    if (progressed || busy || checking) return void (progressed = false);
+    if (progressed || busy || checking) {
+      progressed = false;
+      return;
+    }
     checking = true;
     // No event for a while: fine if nothing is pending (following a quiet stream), a stall otherwise.
-    const info = await within(consumer.info().catch(() => undefined), STALL_CHECK_MS);
+    const info = await within(consumer.info(), STALL_CHECK_MS);
     checking = false;
     if (!info || info.num_pending > 0) {
       stalled = true;
@@ -190,7 +204,7 @@ async function replayOnce(
   } finally {
     clearInterval(watchdog);
     o.signal?.removeEventListener("abort", stop);
-    await within(messages.close().catch(() => undefined), 1_000);
+    await within(messages.close(), 1_000);
   }
   return stalled ? "stalled" : "done";
 }

@@ -3,7 +3,7 @@
 import { type JetStreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { ensureStream, replicas, type StreamSpec } from "./nats.js";
+import { ensureStream, placed, replicas, type StreamSpec } from "@repo/kit";
 
 export const STREAM = "LEDGER";
 export const SUBJECT_PREFIX = "ledger";
@@ -20,5 +20,5 @@ export const ledgerStream: StreamSpec = {
 export async function setup(jsm: JetStreamManager, nc: NatsConnection): Promise<KV> {
   await ensureStream(jsm, ledgerStream);
   // history 1: only the latest position per replayer matters. File storage: positions survive restarts.
-  return new Kvm(nc).create(POSITIONS_BUCKET, { history: 1, storage: StorageType.File, replicas: replicas() });
+  return placed(() => new Kvm(nc).create(POSITIONS_BUCKET, { history: 1, storage: StorageType.File, replicas: replicas() }));
 }

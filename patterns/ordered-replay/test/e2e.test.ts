@@ -1,12 +1,12 @@
-import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { appendEvents, ledgerEvents } from "../src/producer.js";
-import { type Entry, loadPosition, replay, type ReplayOptions, subjectMatches } from "../src/replayer.js";
-import { POSITIONS_BUCKET, setup, STREAM } from "../src/setup.js";
+import { type Entry, loadPosition, type ReplayOptions, replay, subjectMatches } from "../src/replayer.js";
+import { POSITIONS_BUCKET, STREAM, setup } from "../src/setup.js";
 
 const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 const version = process.env.NATS_SERVER_VERSION ?? "newest";
@@ -35,7 +35,16 @@ beforeEach(async () => {
 async function collect(opts: Partial<ReplayOptions> & Pick<ReplayOptions, "from">) {
   const seqs: number[] = [];
   const subjects: string[] = [];
-  const res = await replay({ nc, log, name: "test", handler: (e: Entry) => void (seqs.push(e.seq), subjects.push(e.subject)), ...opts });
+  const res = await replay({
+    nc,
+    log,
+    name: "test",
+    handler: (e: Entry) => {
+      seqs.push(e.seq);
+      subjects.push(e.subject);
+    },
+    ...opts,
+  });
   return { seqs, subjects, res };
 }
 
@@ -51,7 +60,7 @@ describe(`ordered-replay on nats-server ${version}`, () => {
   });
 
   it("replays from a sequence and from a time, starting exactly there", async () => {
-    const js = jetstream(nc);
+    const _js = jetstream(nc);
     await appendEvents(nc, ledgerEvents(300));
     await sleep(20);
     const since = new Date();
@@ -65,7 +74,8 @@ describe(`ordered-replay on nats-server ${version}`, () => {
   it("replays a subject filter: exactly the matching sequences, in order", async () => {
     const events = ledgerEvents(400);
     const seqs = await appendEvents(nc, events);
-    const expected = (filters: string[]) => seqs.filter((_, i) => filters.some((f) => subjectMatches(f, `ledger.${events[i]!.account}.${events[i]!.kind}`)));
+    const expected = (filters: string[]) =>
+      seqs.filter((_, i) => filters.some((f) => subjectMatches(f, `ledger.${events[i]!.account}.${events[i]!.kind}`)));
     const one = await collect({ from: "start", filter: ["ledger.acct-1.>"] });
     expect(one.seqs).toEqual(expected(["ledger.acct-1.>"]));
     expect(one.res.clientSideFilter).toBe(false);
@@ -77,11 +87,56 @@ describe(`ordered-replay on nats-server ${version}`, () => {
     expect(both.res.clientSideFilter).toBe(version.startsWith("2.9"));
   });
 
+  it("filters in the client exactly as the server does (subjectMatches agrees with the server's own matching)", async () => {
+    const filters = [
+      ">",
+      "ledger.>",
+      "ledger.*",
+      "ledger.*.debit",
+      "ledger.acct-1.>",
+      "ledger.acct-1.*",
+      "*.acct-1.credit",
+      "ledger.acct-1",
+      "ledger.acct-1.credit",
+    ];
+    const subjects = [
+      "ledger",
+      "ledger.acct-1",
+      "ledger.acct-1.credit",
+      "ledger.acct-1.credit.x",
+      "ledger.acct-2.debit",
+      "ledger.acct-10.credit",
+      "other.acct-1.credit",
+    ];
+    const got = new Map(filters.map((f) => [f, new Set<string>()]));
+    // The reference is the server: a core subscription per filter gets exactly the subjects it matches.
+    const subs = filters.map((f) => nc.subscribe(f, { callback: (_err, m) => void got.get(f)!.add(m.subject) }));
+    await nc.flush();
+    for (const subject of subjects) nc.publish(subject);
+    await nc.flush(); // the server answers the flush after it has sent us every matching message
+    for (const sub of subs) sub.unsubscribe();
+    for (const f of filters)
+      expect(
+        subjects.filter((s) => subjectMatches(f, s)),
+        f,
+      ).toEqual(subjects.filter((s) => got.get(f)!.has(s)));
+    expect(got.get("ledger.*")!.size).toBe(1); // the oracle is not vacuous: some filters match some subjects, others not
+  });
+
   it("resumes after a restart of the replayer at exactly the next sequence", async () => {
     await appendEvents(nc, ledgerEvents(1_000));
     const stop = new AbortController();
     let n = 0;
-    const first = await replay({ nc, log, name: "projector", positions, from: "resume", checkpointEvery: 1_000, signal: stop.signal, handler: () => void (++n === 420 && stop.abort()) });
+    const first = await replay({
+      nc,
+      log,
+      name: "projector",
+      positions,
+      from: "resume",
+      checkpointEvery: 1_000,
+      signal: stop.signal,
+      handler: () => void (++n === 420 && stop.abort()),
+    });
     expect(first.last).toBe(420);
     expect(await loadPosition(positions, "projector")).toBe(420); // saved on stop, though below checkpointEvery
     const second = await collect({ name: "projector", positions, from: "resume" });
@@ -96,13 +151,21 @@ describe(`ordered-replay on nats-server ${version}`, () => {
     const doomed = await connect({ servers: server.url });
     const doomedPositions = await new Kvm(doomed).open(POSITIONS_BUCKET);
     const seen: number[] = [];
-    await replay({ nc: doomed, log, name: "crashy", positions: doomedPositions, from: "resume", checkpointEvery: 50, handler: async (e) => {
-      seen.push(e.seq);
-      if (e.seq === 237) {
-        await doomed.close();
-        throw new Error("crash");
-      }
-    } }).catch(() => {});
+    await replay({
+      nc: doomed,
+      log,
+      name: "crashy",
+      positions: doomedPositions,
+      from: "resume",
+      checkpointEvery: 50,
+      handler: async (e) => {
+        seen.push(e.seq);
+        if (e.seq === 237) {
+          await doomed.close();
+          throw new Error("crash");
+        }
+      },
+    }).catch(() => {});
     expect(await loadPosition(positions, "crashy")).toBe(200);
     const again = await collect({ name: "crashy", positions, from: "resume" });
     expect(again.seqs).toEqual(range(201, 500)); // 201..237 are seen twice: at-least-once
@@ -110,14 +173,22 @@ describe(`ordered-replay on nats-server ${version}`, () => {
   });
 
   it("follows events appended during the replay, in order, without gaps", async () => {
-    const js = jetstream(nc);
+    const _js = jetstream(nc);
     await appendEvents(nc, ledgerEvents(500));
     const stop = new AbortController();
     const seqs: number[] = [];
-    const following = replay({ nc, log, name: "live", from: "start", follow: true, signal: stop.signal, handler: async (e) => {
-      seqs.push(e.seq);
-      if (e.seq % 50 === 0) await sleep(5); // slower than the producer now and then
-    } });
+    const following = replay({
+      nc,
+      log,
+      name: "live",
+      from: "start",
+      follow: true,
+      signal: stop.signal,
+      handler: async (e) => {
+        seqs.push(e.seq);
+        if (e.seq % 50 === 0) await sleep(5); // slower than the producer now and then
+      },
+    });
     for (let i = 0; i < 10; i++) await appendEvents(nc, ledgerEvents(100, 4, 500 + i * 100), 10);
     await waitFor("the replay to reach the last append", () => seqs.length === 1_500, { timeoutMs: 20_000 });
     stop.abort();
@@ -129,10 +200,16 @@ describe(`ordered-replay on nats-server ${version}`, () => {
     await appendEvents(nc, ledgerEvents(2_000));
     const seqs: number[] = [];
     let restarted = false;
-    const replaying = replay({ nc, log, name: "survivor", from: "start", handler: async (e) => {
-      seqs.push(e.seq);
-      if (e.seq % 100 === 0) await sleep(20); // slow enough to be mid-replay when the server goes
-    } });
+    const replaying = replay({
+      nc,
+      log,
+      name: "survivor",
+      from: "start",
+      handler: async (e) => {
+        seqs.push(e.seq);
+        if (e.seq % 100 === 0) await sleep(20); // slow enough to be mid-replay when the server goes
+      },
+    });
     await waitFor("a third replayed", () => seqs.length >= 600);
     await server.restart();
     restarted = true;

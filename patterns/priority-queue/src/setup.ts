@@ -5,9 +5,16 @@
 //   with a priority (0 = preferred tier), the server serves the preferred tier first.
 // - nats-server >= 2.11: TASKS_OVERFLOW, one consumer with an `overflow` priority group: overflow
 //   workers get tasks only while the backlog is above their min_pending.
-import { AckPolicy, type ConsumerConfig, type JetStreamManager, type PriorityPolicy, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import {
+  AckPolicy,
+  type ConsumerConfig,
+  type JetStreamManager,
+  type PriorityPolicy,
+  RetentionPolicy,
+  StorageType,
+} from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
-import { ensureStream, isNotFound, type StreamSpec, UserError, versionAtLeast } from "./nats.js";
+import { ensureConsumer, ensureStream, type StreamSpec, UserError, versionAtLeast } from "@repo/kit";
 
 export const LEVELS = ["high", "normal", "low"] as const;
 export type Level = (typeof LEVELS)[number];
@@ -38,15 +45,6 @@ function taskConsumer(name: string, extra: Partial<ConsumerConfig>): Partial<Con
   };
 }
 
-async function ensureConsumer(jsm: JetStreamManager, stream: string, want: Partial<ConsumerConfig>): Promise<ConsumerConfig> {
-  try {
-    return (await jsm.consumers.info(stream, want.durable_name!)).config;
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-    return (await jsm.consumers.add(stream, want)).config;
-  }
-}
-
 export interface Native {
   /** `prioritized` groups: nats-server >= 2.12. */
   prioritized: boolean;
@@ -74,7 +72,9 @@ export async function setup(jsm: JetStreamManager, version: string | undefined):
     const config = await ensureConsumer(jsm, stream, taskConsumer(GROUP, { priority_groups: [GROUP], priority_policy: policy }));
     // A server that does not know a field drops it silently: check that it took the policy.
     if (config.priority_policy !== policy) {
-      throw new UserError(`nats-server ${version} accepted consumer ${stream}/${GROUP} without priority_policy=${policy} — it needs nats-server >= ${policy === "prioritized" ? "2.12" : "2.11"}`);
+      throw new UserError(
+        `nats-server ${version} accepted consumer ${stream}/${GROUP} without priority_policy=${policy} — it needs nats-server >= ${policy === "prioritized" ? "2.12" : "2.11"}`,
+      );
     }
   }
   return native;

@@ -3,11 +3,11 @@
 //   pull (an immediate "nothing here" instead of a long poll), so a high task is always taken before
 //   a lower one that is also waiting. Optional weights serve lower levels a share when all are busy.
 // startTierWorker (nats-server >= 2.11 / 2.12): the server picks, using a priority group.
-import { jetstream } from "@nats-io/jetstream";
-import type { Msg, NatsConnection } from "@nats-io/transport-node";
-import type { Logger } from "./nats.js";
-import type { Task } from "./producer.js";
-import { consumerFor, GROUP, type Level, LEVELS, STREAM } from "./setup.js";
+import { type JsMsg, jetstream } from "@nats-io/jetstream";
+import { type Msg, type NatsConnection, nanos } from "@nats-io/transport-node";
+import { type Logger, serve } from "@repo/kit";
+import { parseTask, type Task } from "./producer.js";
+import { consumerFor, GROUP, LEVELS, type Level, STREAM } from "./setup.js";
 
 export interface Done {
   task: Task;
@@ -20,7 +20,8 @@ export interface Done {
 export const takenOrder = (done: Done[]): Level[] => [...done].sort((a, b) => a.startedAt - b.startedAt).map((d) => d.task.level);
 
 /** How many times a task was taken after a task of a lower level (0 = strict priority over a fixed backlog). */
-export const outOfPriority = (levels: Level[]): number => levels.filter((l, i) => i > 0 && LEVELS.indexOf(l) < LEVELS.indexOf(levels[i - 1]!)).length;
+export const outOfPriority = (levels: Level[]): number =>
+  levels.filter((l, i) => i > 0 && LEVELS.indexOf(l) < LEVELS.indexOf(levels[i - 1]!)).length;
 
 export interface PriorityWorkerOptions {
   nc: NatsConnection;
@@ -39,13 +40,25 @@ export interface Stoppable {
 
 const enc = new TextEncoder();
 
+/** The task, or undefined (logged) when its payload is malformed. */
+function checked(data: Uint8Array, log: Logger, worker: string): Task | undefined {
+  try {
+    return parseTask(data);
+  } catch (err) {
+    log.warn({ worker, reason: (err as Error).message }, "malformed task: terminated, not retried");
+    return undefined;
+  }
+}
+
 /** One task from a level, or null at once if it has none. */
 async function pullNoWait(nc: NatsConnection, level: Level): Promise<Msg | null> {
   const subject = `$JS.API.CONSUMER.MSG.NEXT.${STREAM}.${consumerFor(level)}`;
-  const r = await nc.request(subject, JSON.stringify({ batch: 1, no_wait: true }), { timeout: 5_000, noMux: true }).catch((err: unknown) => {
-    if (nc.isClosed()) throw err;
-    return null; // a timeout or a reconnect: treat the level as empty this time, the loop asks again
-  });
+  const r = await nc
+    .request(subject, JSON.stringify({ batch: 1, no_wait: true }), { timeout: 5_000, noMux: true })
+    .catch((err: unknown) => {
+      if (nc.isClosed()) throw err;
+      return null; // a timeout or a reconnect: treat the level as empty this time, the loop asks again
+    });
   if (!r) return null;
   // A status reply (404 no messages, 408, 409) has a code and no ack subject; a task has both reply and no code.
   return r.reply && !(r.headers?.code ?? 0) ? r : null;
@@ -57,7 +70,12 @@ export async function startWorker(o: PriorityWorkerOptions): Promise<Stoppable> 
   // A doorbell: publishes to tasks.* also reach core subscribers, so an idle worker wakes at once.
   let rang = false;
   let wake: (() => void) | undefined;
-  const bell = nc.subscribe("tasks.*", { callback: () => ((rang = true), wake?.()) });
+  const bell = nc.subscribe("tasks.*", {
+    callback: () => {
+      rang = true;
+      wake?.();
+    },
+  });
   const idle = () =>
     rang || stopping
       ? Promise.resolve()
@@ -102,7 +120,11 @@ export async function startWorker(o: PriorityWorkerOptions): Promise<Stoppable> 
         await idle();
         continue;
       }
-      const task = JSON.parse(new TextDecoder().decode(m.data)) as Task;
+      const task = checked(m.data, log, name);
+      if (!task) {
+        nc.publish(m.reply!, enc.encode("+TERM")); // retrying cannot fix a malformed task
+        continue;
+      }
       const startedAt = performance.now();
       try {
         await o.handler(task);
@@ -110,7 +132,7 @@ export async function startWorker(o: PriorityWorkerOptions): Promise<Stoppable> 
         o.onDone?.({ task, worker: name, startedAt });
       } catch (err) {
         log.warn({ worker: name, id: task.id, err: String(err) }, "task failed; back to its level in 1s");
-        nc.publish(m.reply!, enc.encode(`-NAK ${JSON.stringify({ delay: 1_000_000_000 })}`));
+        nc.publish(m.reply!, enc.encode(`-NAK ${JSON.stringify({ delay: nanos(1_000) })}`));
       }
     }
   })().catch((err: unknown) => {
@@ -142,22 +164,16 @@ export interface TierWorkerOptions {
 export async function startTierWorker(o: TierWorkerOptions): Promise<Stoppable> {
   const consumer = await jetstream(o.nc).consumers.get(o.stream, GROUP);
   // Plenty of room in each pull so a preferred worker always has a request waiting at the server.
-  const messages = await consumer.consume({ group: GROUP, max_messages: 256, expires: 5_000, ...o.pull } as Parameters<typeof consumer.consume>[0]);
-  const loop = (async () => {
-    for await (const m of messages) {
-      const task = m.json<Task>();
-      const startedAt = performance.now();
-      await o.handler(task);
-      await m.ackAck();
-      o.onDone?.({ task, worker: o.name, startedAt });
-    }
-  })().catch((err: unknown) => {
-    if (!o.nc.isClosed()) o.log.error({ worker: o.name, err: String(err) }, "tier worker stopped on an error");
-  });
-  return {
-    async stop() {
-      await messages.close();
-      await loop;
-    },
+  const messages = await consumer.consume({ group: GROUP, max_messages: 256, expires: 5_000, ...o.pull } as Parameters<
+    typeof consumer.consume
+  >[0]);
+  const handle = async (m: JsMsg) => {
+    const task = checked(m.data, o.log, o.name);
+    if (!task) return m.term(); // retrying cannot fix a malformed task
+    const startedAt = performance.now();
+    await o.handler(task);
+    await m.ackAck();
+    o.onDone?.({ task, worker: o.name, startedAt });
   };
+  return serve(messages, handle, { nc: o.nc, log: o.log, who: { worker: o.name } });
 }

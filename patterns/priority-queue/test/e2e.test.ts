@@ -1,11 +1,11 @@
-import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { publishTasks, type Task, tasksAt } from "../src/producer.js";
-import { LEVELS, nativeSupport, OVERFLOW_STREAM, setup, STREAM, TIERED_STREAM } from "../src/setup.js";
-import { type Done, outOfPriority, startTierWorker, startWorker, type Stoppable, takenOrder } from "../src/worker.js";
+import { LEVELS, nativeSupport, OVERFLOW_STREAM, STREAM, setup, TIERED_STREAM } from "../src/setup.js";
+import { type Done, outOfPriority, type Stoppable, startTierWorker, startWorker, takenOrder } from "../src/worker.js";
 
 const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 let server: NatsServer;
@@ -51,11 +51,29 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     await setup(jsm, version);
     await publishTasks(nc, backlog(40));
     const done: Done[] = [];
-    for (const name of ["a", "b", "c"]) running.push(await startWorker({ nc: await connect({ servers: server.url }), name, handler: work, log, onDone: (d) => void done.push(d) }));
+    for (const name of ["a", "b", "c"])
+      running.push(
+        await startWorker({ nc: await connect({ servers: server.url }), name, handler: work, log, onDone: (d) => void done.push(d) }),
+      );
     await waitFor("120 tasks", () => done.length === 120);
     expect(outOfPriority(takenOrder(done))).toBe(0);
     expect(new Set(done.map((d) => d.worker)).size).toBeGreaterThan(1);
     expect(new Set(done.map((d) => d.task.id)).size).toBe(120);
+  });
+
+  it("terminates a malformed task instead of retrying it, and serves the valid ones around it exactly once", async () => {
+    await setup(jsm, version);
+    const js = jetstream(nc);
+    await js.publish("tasks.high", "not json");
+    await js.publish("tasks.high", JSON.stringify({ id: "no-level" }));
+    await publishTasks(nc, [...tasksAt("high", 3), ...tasksAt("low", 3)]);
+    const done: Done[] = [];
+    running.push(await startWorker({ nc, name: "w", handler: work, log, onDone: (d) => void done.push(d) }));
+    await waitFor("the 6 valid tasks", () => done.length === 6);
+    await waitFor("the stream empty: the malformed ones are gone too", async () => (await stored(STREAM)) === 0);
+    await sleep(300); // a redelivered malformed task or a second delivery would show up now
+    expect(done.map((d) => d.task.id).sort()).toEqual(["high-0", "high-1", "high-2", "low-0", "low-1", "low-2"]);
+    for (const level of LEVELS) expect((await jsm.consumers.info(STREAM, `tasks-${level}`)).num_ack_pending).toBe(0);
   });
 
   it("takes a high task published mid-backlog next, ahead of the waiting lower ones", async () => {
@@ -76,62 +94,100 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     await setup(jsm, version);
     await publishTasks(nc, backlog(30));
     const done: Done[] = [];
-    running.push(await startWorker({ nc, name: "w", handler: work, log, weights: { high: 6, normal: 3, low: 1 }, onDone: (d) => void done.push(d) }));
+    running.push(
+      await startWorker({ nc, name: "w", handler: work, log, weights: { high: 6, normal: 3, low: 1 }, onDone: (d) => void done.push(d) }),
+    );
     await waitFor("90 tasks", () => done.length === 90);
     const levels = done.map((d) => d.task.level);
     for (let round = 0; round < 5; round++) {
       const ten = levels.slice(round * 10, round * 10 + 10);
-      expect(LEVELS.map((l) => ten.filter((x) => x === l).length), `round ${round}`).toEqual([6, 3, 1]);
+      expect(
+        LEVELS.map((l) => ten.filter((x) => x === l).length),
+        `round ${round}`,
+      ).toEqual([6, 3, 1]);
     }
     expect(levels.filter((l) => l === "low").length).toBe(30);
   });
 
   const native = nativeSupport(process.env.NATS_SERVER_VERSION ?? "99");
-  it(native.overflow ? "reports native priority groups as available on this server" : "reports native priority groups as unavailable on this server and uses subjects per level", async () => {
-    const got = await setup(jsm, version);
-    expect(got).toEqual(nativeSupport(version));
-    const names = await jsm.streams.names().next();
-    expect(names.includes(TIERED_STREAM)).toBe(got.prioritized);
-    expect(names.includes(OVERFLOW_STREAM)).toBe(got.overflow);
-    expect(names).toContain(STREAM);
-  });
+  it(
+    native.overflow
+      ? "reports native priority groups as available on this server"
+      : "reports native priority groups as unavailable on this server and uses subjects per level",
+    async () => {
+      const got = await setup(jsm, version);
+      expect(got).toEqual(nativeSupport(version));
+      const names = await jsm.streams.names().next();
+      expect(names.includes(TIERED_STREAM)).toBe(got.prioritized);
+      expect(names.includes(OVERFLOW_STREAM)).toBe(got.overflow);
+      expect(names).toContain(STREAM);
+    },
+  );
 
-  it.runIf(native.prioritized)("prioritized group (2.12+): the preferred tier gets every task while it pulls; the fallback tier when it stops", async () => {
-    const got = await setup(jsm, version);
-    expect(got.prioritized).toBe(true);
-    const done: Done[] = [];
-    const onDone = (d: Done) => void done.push(d);
-    const preferred = await startTierWorker({ nc, stream: TIERED_STREAM, name: "preferred", pull: { priority: 0 }, handler: work, log, onDone });
-    running.push(await startTierWorker({ nc, stream: TIERED_STREAM, name: "fallback", pull: { priority: 1 }, handler: work, log, onDone }));
-    await sleep(300); // both pull requests are waiting at the server
-    const publish = (prefix: string, n: number) => publishTasks(nc, tasksAt("normal", n, prefix), { subject: () => "tiered.tasks.render", stream: TIERED_STREAM });
-    await publish("a", 100);
-    await waitFor("100 tasks", () => done.length === 100);
-    expect(done.filter((d) => d.worker === "preferred").length).toBe(100);
-    await preferred.stop();
-    await publish("b", 40);
-    await waitFor("140 tasks", () => done.length === 140);
-    expect(done.slice(100).every((d) => d.worker === "fallback")).toBe(true);
-    expect(await stored(TIERED_STREAM)).toBe(0);
-  });
+  it.runIf(native.prioritized)(
+    "prioritized group (2.12+): the preferred tier gets every task while it pulls; the fallback tier when it stops",
+    async () => {
+      const got = await setup(jsm, version);
+      expect(got.prioritized).toBe(true);
+      const done: Done[] = [];
+      const onDone = (d: Done) => void done.push(d);
+      const preferred = await startTierWorker({
+        nc,
+        stream: TIERED_STREAM,
+        name: "preferred",
+        pull: { priority: 0 },
+        handler: work,
+        log,
+        onDone,
+      });
+      running.push(
+        await startTierWorker({ nc, stream: TIERED_STREAM, name: "fallback", pull: { priority: 1 }, handler: work, log, onDone }),
+      );
+      await sleep(300); // both pull requests are waiting at the server
+      const publish = (prefix: string, n: number) =>
+        publishTasks(nc, tasksAt("normal", n, prefix), { subject: () => "tiered.tasks.render", stream: TIERED_STREAM });
+      await publish("a", 100);
+      await waitFor("100 tasks", () => done.length === 100);
+      expect(done.filter((d) => d.worker === "preferred").length).toBe(100);
+      await preferred.stop();
+      await publish("b", 40);
+      await waitFor("140 tasks", () => done.length === 140);
+      expect(done.slice(100).every((d) => d.worker === "fallback")).toBe(true);
+      expect(await stored(TIERED_STREAM)).toBe(0);
+    },
+  );
 
-  it.runIf(native.overflow)("overflow group (2.11+): an overflow worker is served only while the backlog is at or above its min_pending", async () => {
-    await setup(jsm, version);
-    const done: Done[] = [];
-    const onDone = (d: Done) => void done.push(d);
-    const publish = (prefix: string, n: number) => publishTasks(nc, tasksAt("normal", n, prefix), { subject: () => "overflow.tasks.render", stream: OVERFLOW_STREAM });
-    const spill = await startTierWorker({ nc, stream: OVERFLOW_STREAM, name: "overflow", pull: { min_pending: 20 }, handler: work, log, onDone });
-    await publish("a", 10);
-    await sleep(500);
-    expect(done.length).toBe(0); // a backlog of 10 is left alone
-    await publish("b", 15);
-    await waitFor("the overflow worker takes the excess", () => done.length > 0);
-    await sleep(500);
-    // Served while pending >= 20: at 25, 24, 23, 22, 21, 20 — six tasks, then it stops.
-    expect(done.length).toBe(6);
-    await spill.stop();
-    running.push(await startTierWorker({ nc, stream: OVERFLOW_STREAM, name: "regular", pull: { min_pending: 0 }, handler: work, log, onDone }));
-    await waitFor("the rest", () => done.length === 25);
-    expect(await stored(OVERFLOW_STREAM)).toBe(0);
-  });
+  it.runIf(native.overflow)(
+    "overflow group (2.11+): an overflow worker is served only while the backlog is at or above its min_pending",
+    async () => {
+      await setup(jsm, version);
+      const done: Done[] = [];
+      const onDone = (d: Done) => void done.push(d);
+      const publish = (prefix: string, n: number) =>
+        publishTasks(nc, tasksAt("normal", n, prefix), { subject: () => "overflow.tasks.render", stream: OVERFLOW_STREAM });
+      const spill = await startTierWorker({
+        nc,
+        stream: OVERFLOW_STREAM,
+        name: "overflow",
+        pull: { min_pending: 20 },
+        handler: work,
+        log,
+        onDone,
+      });
+      await publish("a", 10);
+      await sleep(500);
+      expect(done.length).toBe(0); // a backlog of 10 is left alone
+      await publish("b", 15);
+      await waitFor("the overflow worker takes the excess", () => done.length > 0);
+      await sleep(500);
+      // Served while pending >= 20: at 25, 24, 23, 22, 21, 20 — six tasks, then it stops.
+      expect(done.length).toBe(6);
+      await spill.stop();
+      running.push(
+        await startTierWorker({ nc, stream: OVERFLOW_STREAM, name: "regular", pull: { min_pending: 0 }, handler: work, log, onDone }),
+      );
+      await waitFor("the rest", () => done.length === 25);
+      expect(await stored(OVERFLOW_STREAM)).toBe(0);
+    },
+  );
 });

@@ -1,4 +1,5 @@
 // Reads back what the stream stored, to check the promise: every payment id is stored exactly once.
+// (The demo's auditor, not a consumer of payments: it creates no durable state on the server.)
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { STREAM } from "./setup.js";

@@ -3,8 +3,8 @@
 // per message; this does what a request does (publish with a reply subject) without the per-request
 // bookkeeping, and keeps the guarantees: every message gets its own ack or its own error, a timed-out
 // publish is resent with the same Nats-Msg-Id (stored once), and when `window` publishes are in
-// flight, publish() waits for a free slot (back-pressure). Each pattern carries its own copy of this
-// file (kept identical by `pnpm check:sync`).
+// flight, publish() waits for a free slot (back-pressure).
+import { PubHeaders } from "@nats-io/jetstream";
 import { createInbox, headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 
 export interface OutgoingMessage {
@@ -12,11 +12,10 @@ export interface OutgoingMessage {
   data: Uint8Array;
   /** Nats-Msg-Id. With an id a timed-out publish is resent (the stream stores it once); without one it is not. */
   id?: string;
-  /** Nats-Expected-Last-Subject-Sequence: store only if the subject's last message has this sequence. */
-  expectLastSubjectSequence?: number;
   headers?: MsgHdrs;
 }
 
+/** What happened to one message. */
 export interface PublishResult {
   id?: string;
   /** The stream sequence it was stored at (0 on error). */
@@ -39,6 +38,7 @@ export interface PublisherOptions {
   attempts?: number;
 }
 
+/** What happened to a batch of messages, counted. */
 export interface Tally {
   stored: number;
   duplicates: number;
@@ -71,13 +71,31 @@ interface InFlight {
   /** The last answer said nothing was stored (no responders, 503): resending cannot store twice. */
   unstored?: string;
   index: number;
-  done(f: InFlight, seq: number, duplicate: boolean, error?: string): void;
+  done: Done;
 }
 
-const result = (f: InFlight, seq: number, duplicate: boolean, error?: string): PublishResult => ({ id: f.msg.id, seq, duplicate, attempts: f.attempts, error });
+/** How a publish ended. Plain numbers, not an object per message: the publisher's hot path makes no garbage. */
+const Stored = 0;
+const Duplicate = 1;
+const Failed = 2;
+type Ending = typeof Stored | typeof Duplicate | typeof Failed;
 
+type Done = (f: InFlight, seq: number, ending: Ending, error?: string) => void;
+
+const result = (f: InFlight, seq: number, ending: Ending, error?: string): PublishResult => ({
+  id: f.msg.id,
+  seq,
+  duplicate: ending === Duplicate,
+  attempts: f.attempts,
+  error,
+});
+
+// The bytes of the common ack, {"stream":"S","seq":N} or {"stream":"S","seq":N,"duplicate":true}.
 const SEQ = Buffer.from('"seq":');
 const DUPLICATE = Buffer.from('"duplicate"');
+const DIGIT_0 = 0x30;
+const DIGIT_9 = 0x39;
+const CLOSE_BRACE = 0x7d;
 
 type Ack = { seq?: number; duplicate?: boolean; error?: { code?: number; description?: string } };
 
@@ -110,21 +128,26 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     try {
       nc.publish(f.msg.subject, f.msg.data, { reply: f.reply, headers: headersFor(f.msg) });
     } catch (err) {
-      finish(t, 0, false, err instanceof Error ? err.message : String(err)); // e.g. connection closed
+      fail(t, err instanceof Error ? err.message : String(err)); // e.g. connection closed
     }
   };
-  const finish = (t: number, seq: number, duplicate: boolean, error?: string, answered = false) => {
+  const finish = (t: number, seq: number, ending: Ending, error?: string) => {
     const f = inFlight.get(t);
     if (!f) return; // a late ack of a resent message: the first answer won
     inFlight.delete(t);
-    if (answered && f.attempts === 1) free.push(t);
-    f.done(f, seq, duplicate, error);
+    f.done(f, seq, ending, error);
     waiting.shift()?.();
     if (inFlight.size === 0) for (const w of idle.splice(0)) w();
   };
+  const fail = (t: number, why: string) => finish(t, 0, Failed, why);
+  // The server answered: a token sent once can be reused now that its one answer has come.
+  const answered = (t: number, f: InFlight, seq: number, ending: Ending, error?: string) => {
+    if (f.attempts === 1) free.push(t);
+    finish(t, seq, ending, error);
+  };
   // Nothing was stored: try again after a pause (a new stream's leader may be a moment away).
   const later = (t: number, f: InFlight, why: string) => {
-    if (f.attempts >= maxAttempts) return finish(t, 0, false, why);
+    if (f.attempts >= maxAttempts) return fail(t, why);
     f.unstored = why;
     f.due = Date.now() + Math.min(100 * 2 ** (f.attempts - 1), 2_000);
   };
@@ -141,34 +164,44 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     if (at >= 0) {
       let seq = 0;
       let i = at + SEQ.length;
-      for (let c = bytes[i]!; c >= 48 && c <= 57; c = bytes[++i]!) seq = seq * 10 + c - 48;
-      if (bytes[i] === 125 || bytes.indexOf(DUPLICATE, i) >= 0) return finish(t, seq, bytes[i] !== 125, undefined, true);
+      for (let c = bytes[i]!; c >= DIGIT_0 && c <= DIGIT_9; c = bytes[++i]!) seq = seq * 10 + c - DIGIT_0;
+      if (bytes[i] === CLOSE_BRACE) return answered(t, f, seq, Stored);
+      if (bytes.indexOf(DUPLICATE, i) >= 0) return answered(t, f, seq, Duplicate);
     }
     const body = text.decode(m.data);
     let ack: Ack;
     try {
       ack = JSON.parse(body) as Ack;
     } catch {
-      return finish(t, 0, false, `unreadable ack: ${body.slice(0, 80)}`, true);
+      return answered(t, f, 0, Failed, `unreadable ack: ${body.slice(0, 80)}`);
     }
     if (ack.error) {
       // A 503 from JetStream (e.g. a stream without a leader for a moment) is worth another try.
       if (ack.error.code === 503) return later(t, f, ack.error.description ?? "unavailable");
-      return finish(t, 0, false, ack.error.description ?? `error ${ack.error.code}`, true);
+      return answered(t, f, 0, Failed, ack.error.description ?? `error ${ack.error.code}`);
     }
-    finish(t, ack.seq ?? 0, ack.duplicate === true, undefined, true);
+    answered(t, f, ack.seq ?? 0, ack.duplicate === true ? Duplicate : Stored);
   };
   const sub: Subscription = nc.subscribe(`${inbox}.*`, { callback: (err, m) => (err ? undefined : onAck(m)) });
 
   // Acts on what is due: resend if that cannot store twice (nothing stored, or a msg id), else give up.
-  const sweep = setInterval(() => {
-    const now = Date.now();
-    for (const [t, f] of inFlight) {
-      if (now < f.due) continue;
-      if (f.unstored || (f.msg.id && f.attempts < maxAttempts)) send(t, f);
-      else finish(t, 0, false, f.msg.id ? `no ack after ${f.attempts} attempts (first timeout ${timeoutMs}ms)` : `no ack within ${timeoutMs}ms; without a msg id it is not resent (it may be stored)`);
-    }
-  }, Math.max(1, Math.min(100, timeoutMs)));
+  const sweep = setInterval(
+    () => {
+      const now = Date.now();
+      for (const [t, f] of inFlight) {
+        if (now < f.due) continue;
+        if (f.unstored || (f.msg.id && f.attempts < maxAttempts)) send(t, f);
+        else
+          fail(
+            t,
+            f.msg.id
+              ? `no ack after ${f.attempts} attempts (first timeout ${timeoutMs}ms)`
+              : `no ack within ${timeoutMs}ms; without a msg id it is not resent (it may be stored)`,
+          );
+      }
+    },
+    Math.max(1, Math.min(100, timeoutMs)),
+  );
 
   const room = async () => {
     while (inFlight.size >= window && !closed) await slot();
@@ -176,15 +209,14 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   const flush = () => (inFlight.size === 0 ? Promise.resolve() : new Promise<void>((r) => idle.push(r)));
   // Built at each send rather than kept: a message waiting for its ack holds as little as possible.
   const headersFor = (msg: OutgoingMessage): MsgHdrs | undefined => {
-    if (!msg.id && !opts.stream && msg.expectLastSubjectSequence === undefined) return msg.headers;
+    if (!msg.id && !opts.stream) return msg.headers;
     const hdrs = msg.headers ?? headers();
-    if (msg.id) hdrs.set("Nats-Msg-Id", msg.id);
-    if (opts.stream) hdrs.set("Nats-Expected-Stream", opts.stream);
-    if (msg.expectLastSubjectSequence !== undefined) hdrs.set("Nats-Expected-Last-Subject-Sequence", String(msg.expectLastSubjectSequence));
+    if (msg.id) hdrs.set(PubHeaders.MsgIdHdr, msg.id);
+    if (opts.stream) hdrs.set(PubHeaders.ExpectedStreamHdr, opts.stream);
     return hdrs;
   };
-  const start = (msg: OutgoingMessage, done: InFlight["done"], index = 0) => {
-    if (closed) return done({ msg, reply: "", attempts: 0, due: 0, index, done }, 0, false, "publisher closed");
+  const start = (msg: OutgoingMessage, done: Done, index = 0) => {
+    if (closed) return done({ msg, reply: "", attempts: 0, due: 0, index, done }, 0, Failed, "publisher closed");
     const t = free.pop() ?? ++tokens;
     let f = records[t];
     if (f) {
@@ -202,7 +234,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   };
   const publish = async (msg: OutgoingMessage): Promise<PublishResult> => {
     await room();
-    return new Promise<PublishResult>((resolve) => start(msg, (f, seq, duplicate, error) => resolve(result(f, seq, duplicate, error))));
+    return new Promise<PublishResult>((resolve) => start(msg, (f, seq, ending, error) => resolve(result(f, seq, ending, error))));
   };
 
   return {
@@ -210,12 +242,12 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     async publishAll(msgs, onResult) {
       const tally: Tally = { stored: 0, duplicates: 0, retried: 0, failed: 0 };
       // Counted without an object per message; one is made only for onResult.
-      const count: InFlight["done"] = (f, seq, duplicate, error) => {
-        if (error) tally.failed++;
-        else if (duplicate) tally.duplicates++;
+      const count: Done = (f, seq, ending, error) => {
+        if (ending === Failed) tally.failed++;
+        else if (ending === Duplicate) tally.duplicates++;
         else tally.stored++;
         if (f.attempts > 1) tally.retried++;
-        onResult?.(result(f, seq, duplicate, error), f.index);
+        onResult?.(result(f, seq, ending, error), f.index);
       };
       let i = 0;
       for (const m of msgs) {
@@ -231,7 +263,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       closed = true;
       clearInterval(sweep);
       sub.unsubscribe();
-      for (const t of [...inFlight.keys()]) finish(t, 0, false, "publisher closed before the ack");
+      for (const t of [...inFlight.keys()]) fail(t, "publisher closed before the ack");
       for (const w of waiting.splice(0)) w();
     },
   };

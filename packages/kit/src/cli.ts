@@ -1,0 +1,90 @@
+// Running an entry point: options checked into one-line errors, Ctrl-C and SIGTERM as an AbortSignal,
+// and any failure printed as one line on stderr with a non-zero exit, never a stack trace.
+import { pathToFileURL } from "node:url";
+import { type ParseArgsConfig, parseArgs } from "node:util";
+import { isJetStreamNotEnabled, isNoResponders } from "./errors.js";
+import { createLogger, type Logger } from "./log.js";
+
+/** An error whose message is the whole story: printed as one line, no stack trace. */
+export class UserError extends Error {}
+
+/** A whole-number option of at least `min`, or a UserError naming the option and what it got. */
+export function intOption(name: string, value: string | undefined, min = 1): number {
+  const n = Number(value);
+  if (value === undefined || value.trim() === "" || !Number.isInteger(n) || n < min) {
+    throw new UserError(`${name} must be ${min === 1 ? "a positive integer" : `an integer >= ${min}`}, got "${value ?? ""}"`);
+  }
+  return n;
+}
+
+/** Node's parseArgs reports unknown or malformed options with ERR_PARSE_ARGS_* codes. */
+const isBadArgs = (err: unknown) => err instanceof Error && String((err as { code?: unknown }).code).startsWith("ERR_PARSE_ARGS");
+
+/** Runs a CLI entry point: Ctrl-C or SIGTERM aborts the signal, any error is one line on stderr and exit 1. */
+export function runMain(name: string, fn: (signal: AbortSignal, log: Logger) => Promise<void>): void {
+  const log = createLogger(name);
+  const abort = new AbortController();
+  let interrupted = false;
+  process.once("SIGINT", () => {
+    interrupted = true;
+    abort.abort();
+  });
+  process.once("SIGTERM", () => abort.abort()); // a service asked to stop: a clean stop exits 0
+  fn(abort.signal, log).then(
+    // Ctrl-C ends a clean run with the conventional 128 + SIGINT, unless the run already failed.
+    () => process.exit(process.exitCode ?? (interrupted ? 130 : 0)),
+    (err: unknown) => {
+      const msg = oneLine(name, err);
+      process.stderr.write(`error: ${msg}\n`);
+      process.exit(1);
+    },
+  );
+}
+
+/** What a failed run says: the error's own words, or what to do about a failure we recognise. */
+function oneLine(name: string, err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  if (err instanceof UserError) return text;
+  if (isBadArgs(err)) return `${text} (see --help)`;
+  if (isJetStreamNotEnabled(err) && isNoResponders(err)) {
+    return "no JetStream answered: is it enabled on this server? Start nats-server with -js (or jetstream {} in its config)";
+  }
+  if (isJetStreamNotEnabled(err)) {
+    return "JetStream is not enabled for this account — enable it for the account on the server (jetstream: enabled in its accounts block, or JetStream limits in its account JWT)";
+  }
+  return `${name} failed: ${text}`;
+}
+
+/** True when this module is the process's entry (`tsx src/producer.ts`), not imported. */
+export function isEntry(moduleUrl: string): boolean {
+  const entry = process.argv[1];
+  return entry !== undefined && moduleUrl === pathToFileURL(entry).href;
+}
+
+/** What every demo's --help ends with: the option and the environment all demos share. */
+const SHARED_HELP = `  --json        JSON log lines (also LOG_FORMAT=json)
+  server: NATS_URL (default nats://127.0.0.1:4222; user:password@ or token@ in it work), NATS_USER/NATS_PASSWORD,
+          NATS_TOKEN, NATS_CREDS, NATS_NKEY; TLS: NATS_CA, NATS_CERT, NATS_KEY`;
+
+/** A demo option: a whole number with its default, at least 1 unless `min` says otherwise. */
+export type IntSpec = number | { default: number; min: number };
+
+/**
+ * A demo's command line: each option in `spec` takes a whole number (checked by intOption), plus
+ * --json and --help. Returns undefined when --help printed `usage`.
+ */
+export function demoOptions<K extends string>(usage: string, spec: Record<K, IntSpec>): Record<K, number> | undefined {
+  const options: ParseArgsConfig["options"] = { json: { type: "boolean" }, help: { type: "boolean", short: "h" } };
+  for (const [name, s] of Object.entries<IntSpec>(spec))
+    options[name] = { type: "string", default: String(typeof s === "number" ? s : s.default) };
+  const { values } = parseArgs({ options });
+  if (values.help) {
+    process.stdout.write(`${usage}\n${SHARED_HELP}\n`);
+    return undefined;
+  }
+  const checked = Object.entries<IntSpec>(spec).map(([name, s]) => [
+    name,
+    intOption(`--${name}`, String(values[name]), typeof s === "number" ? 1 : s.min),
+  ]);
+  return Object.fromEntries(checked) as Record<K, number>;
+}

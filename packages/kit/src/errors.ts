@@ -1,0 +1,68 @@
+// NATS errors told apart by their type and code (nats.js's classes, JetStream's API error codes),
+// never by their message text.
+import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import { jserrors } from "@nats-io/jetstream/internal";
+import { errors } from "@nats-io/transport-node";
+
+/**
+ * JetStream API error codes this repo acts on. nats.js names some; the others are the server's own
+ * (nats-server's server/errors.json), spelled here because nats.js has no name for them.
+ */
+export const ApiCodes = {
+  ...JetStreamApiCodes,
+  /** JSClusterNoPeersErrF "no suitable peers for placement": a new cluster whose peers are not all known yet. */
+  ClusterNoPeers: 10005,
+} as const;
+
+/** The JetStream API error code of `err`, if it is one. */
+export const apiCode = (err: unknown): number | undefined => (err instanceof JetStreamApiError ? err.code : undefined);
+
+/** The stream or consumer asked for does not exist. */
+export function isNotFound(err: unknown): boolean {
+  const code = apiCode(err);
+  return code === ApiCodes.StreamNotFound || code === ApiCodes.ConsumerNotFound;
+}
+
+/** Walks an error and its causes: nats.js wraps the error that happened in others (RequestError, JetStreamNotEnabled). */
+function someCause(err: unknown, test: (e: Error) => boolean): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) if (test(e)) return true;
+  return false;
+}
+
+/** Nothing listens on the subject: no stream (yet: a restarting server, a leader election), or no JetStream. */
+export const isNoResponders = (err: unknown): boolean =>
+  someCause(err, (e) => e instanceof errors.NoRespondersError || (e instanceof errors.RequestError && e.isNoResponders()));
+
+export const isTimeout = (err: unknown): boolean => someCause(err, (e) => e instanceof errors.TimeoutError);
+
+/**
+ * Worth another try (with the same msg id, so it is stored once): no answer in time, no stream
+ * answered yet, or JetStream said 503 (unavailable for a moment).
+ */
+export function isTransient(err: unknown): boolean {
+  return (err instanceof JetStreamApiError && err.status === 503) || isNoResponders(err) || isTimeout(err);
+}
+
+/** The server refused our credentials (or they expired). */
+export const isAuthError = (err: unknown): boolean =>
+  someCause(err, (e) => e instanceof errors.AuthorizationError || e instanceof errors.UserAuthenticationExpiredError);
+
+/**
+ * TLS failed: Node's TLS errors carry OpenSSL's verify codes (UNABLE_TO_VERIFY_LEAF_SIGNATURE, ...) or
+ * ERR_TLS_* / ERR_SSL_* codes (a server that wanted a client certificate answers with an alert). nats.js
+ * reports a server without TLS, when TLS was asked for, as an InvalidArgumentError about "tls" (no code
+ * of its own: the message is all there is).
+ */
+export function isTlsError(err: unknown): boolean {
+  return someCause(err, (e) => {
+    const code = String((e as { code?: unknown }).code ?? "");
+    if (/^(ERR_TLS_|ERR_SSL_)|CERT|SELF_SIGNED|UNABLE_TO_(VERIFY|GET_ISSUER)|HOSTNAME/.test(code)) return true;
+    return e instanceof errors.InvalidArgumentError && /\btls\b/i.test(e.message);
+  });
+}
+
+/** The server, or this account, has no JetStream. */
+export const isJetStreamNotEnabled = (err: unknown): boolean =>
+  someCause(err, (e) => e instanceof jserrors.JetStreamNotEnabled || apiCode(e) === ApiCodes.JetStreamNotEnabledForAccount);
+
+export const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
