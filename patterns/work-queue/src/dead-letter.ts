@@ -4,9 +4,9 @@
 //   the server reports with a MAX_DELIVERIES advisory. Advisories are plain NATS messages, not stored,
 //   and sent when the server next looks at the job, so the mover also sweeps for stranded jobs.
 // Each copy carries the msg id "JOBS-<seq>", so dead-lettering the same job twice stores it once.
-import { type JetStreamClient, type JetStreamManager, type MsgRequest, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { headers, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
-import type { Logger } from "./nats.js";
+import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { backoff, delay, headers, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
+import { isTransient, type Logger, nextStored } from "@repo/kit";
 import { CONSUMER, DLQ_PREFIX, DLQ_STREAM, STREAM, SUBJECT_PREFIX } from "./setup.js";
 
 export interface DeadLetter {
@@ -48,22 +48,20 @@ export async function deadLetter(js: JetStreamClient, d: DeadLetter): Promise<vo
   h.set(DlqHeaders.By, d.by);
   const subject = `${DLQ_PREFIX}${d.subject.slice(SUBJECT_PREFIX.length)}`;
   // The msg id makes retries safe: during a leader election or a reconnect, try again (about 15s in all).
-  for (let attempt = 1; ; attempt++) {
+  for (let attempt = 0; ; attempt++) {
     try {
       await js.publish(subject, d.data, { headers: h, msgID: `${STREAM}-${d.seq}`, expect: { streamName: DLQ_STREAM }, timeout: 2_000 });
       return;
     } catch (err) {
-      if (attempt >= 8 || !transient(err)) throw err;
-      await new Promise((r) => setTimeout(r, 250 * attempt));
+      if (attempt >= DLQ_PUBLISH_PAUSES.length || !isTransient(err)) throw err;
+      await delay(dlqRetry.backoff(attempt));
     }
   }
 }
 
-/** Errors that a retry can outlive: timeouts, no responders (no stream leader yet), 503s. */
-function transient(err: unknown): boolean {
-  const e = err as { name?: string; message?: string; status?: number; cause?: { message?: string } };
-  return e?.status === 503 || /timeout|no responders|not enabled|unavailable/i.test(`${e?.name} ${e?.message} ${e?.cause?.message}`);
-}
+/** Pauses between tries of a dead-letter publish that failed for a passing reason (timeout, no leader yet, 503). */
+const DLQ_PUBLISH_PAUSES = [250, 500, 750, 1_000, 1_250, 1_500, 1_750];
+const dlqRetry = backoff(DLQ_PUBLISH_PAUSES);
 
 export interface DeadLetterMover {
   /** Moves jobs that ran out of deliveries while no advisory reached us; returns how many. */
@@ -108,9 +106,9 @@ export async function startDeadLetterMover(nc: NatsConnection, log: Logger, onMo
   const remaining = async (upTo: number): Promise<number[]> => {
     const seqs: number[] = [];
     // next_by_subj (server >= 2.9) returns the first message at or after seq: a walk over what is
-    // left, not over every sequence number. MsgRequest's type omits it, hence the cast.
+    // left, not over every sequence number.
     for (let seq = 1; seq <= upTo && seqs.length < 10_000; seq++) {
-      const next = await jsm.streams.getMessage(STREAM, { seq, next_by_subj: ">" } as unknown as MsgRequest);
+      const next = await nextStored(jsm, STREAM, seq, ">");
       if (!next || next.seq > upTo) break;
       seqs.push(next.seq);
       seq = next.seq;
@@ -126,7 +124,7 @@ export async function startDeadLetterMover(nc: NatsConnection, log: Logger, onMo
       if (!first.idle) return 0;
       const candidates = await remaining(first.delivered);
       if (candidates.length === 0) return 0;
-      await new Promise((r) => setTimeout(r, 1_000));
+      await delay(1_000);
       if (!(await snapshot()).idle) return 0;
       const still = new Set(await remaining(first.delivered));
       let moved = 0;

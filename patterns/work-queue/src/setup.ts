@@ -2,7 +2,7 @@
 // the durable pull consumer the workers share.
 import { AckPolicy, type ConsumerConfig, type JetStreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
-import { ensureStream, isNotFound, type StreamSpec } from "./nats.js";
+import { ensureConsumer, ensureStream, type StreamSpec } from "@repo/kit";
 
 export const STREAM = "JOBS";
 export const SUBJECT_PREFIX = "jobs";
@@ -15,7 +15,16 @@ export interface RetryPolicy {
   backoffMs: number[];
   /** Handler attempts; a job whose last attempt fails (or never answers) goes to the DLQ. */
   maxDeliver: number;
+  /**
+   * How long a delivery may go unanswered before the server hands it out again (a worker died, or its
+   * ack was lost). Default: the backoff schedule. Set it apart when failures should be retried soon
+   * but a busy worker must not lose its jobs to a short ack wait (the demo).
+   */
+  ackWaitMs?: number;
 }
+
+/** The server's wait for each unanswered delivery (its `backoff`): ackWaitMs, or the retry schedule. */
+export const ackWaits = (retry: RetryPolicy): number[] => (retry.ackWaitMs ? [retry.ackWaitMs] : retry.backoffMs);
 
 /** Deliveries beyond maxDeliver that are only used to move a job to the DLQ. */
 export const GRACE_DELIVERIES = 2;
@@ -48,8 +57,8 @@ export function workersConsumer(retry: RetryPolicy): Partial<ConsumerConfig> {
     // (and the dlq-mover) have to step in.
     max_deliver: retry.maxDeliver + GRACE_DELIVERIES,
     // The server uses backoff[0] as ack_wait and backoff[n-1] after delivery n times out, so a dead
-    // worker's job comes back on this schedule. Workers also nak failed jobs with the same delays.
-    backoff: retry.backoffMs.map((ms) => nanos(ms)),
+    // worker's job comes back on this schedule. Workers nak failed jobs with retry.backoffMs.
+    backoff: ackWaits(retry).map((ms) => nanos(ms)),
     max_ack_pending: 1_000, // bounds in-flight jobs across all workers
   };
 }
@@ -59,11 +68,9 @@ export async function setup(jsm: JetStreamManager, retry: RetryPolicy = defaultR
   await ensureStream(jsm, jobsStream);
   await ensureStream(jsm, dlqStream);
   const want = workersConsumer(retry);
-  try {
-    await jsm.consumers.info(STREAM, CONSUMER);
-    await jsm.consumers.update(STREAM, CONSUMER, { max_deliver: want.max_deliver, backoff: want.backoff, max_ack_pending: want.max_ack_pending });
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-    await jsm.consumers.add(STREAM, want);
-  }
+  const have = await ensureConsumer(jsm, STREAM, want);
+  // An existing consumer takes this run's retry policy (the demo's short waits, production's long ones).
+  const policy = { max_deliver: want.max_deliver, backoff: want.backoff, max_ack_pending: want.max_ack_pending };
+  const same = (Object.keys(policy) as (keyof typeof policy)[]).every((k) => JSON.stringify(have[k]) === JSON.stringify(policy[k]));
+  if (!same) await jsm.consumers.update(STREAM, CONSUMER, policy);
 }

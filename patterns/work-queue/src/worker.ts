@@ -2,10 +2,10 @@
 // Success -> ack (confirmed by the server). Failure -> nak with the backoff delay, or on the last
 // delivery -> DLQ. Malformed payload -> DLQ at once (retrying cannot fix it).
 import { type JsMsg, jetstream } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { delay, type NatsConnection } from "@nats-io/transport-node";
+import { jsonObject, type Logger, MalformedPayload, versionAtLeast } from "@repo/kit";
 import { deadLetter } from "./dead-letter.js";
-import { type Logger, versionAtLeast } from "./nats.js";
-import { CONSUMER, defaultRetry, type RetryPolicy, STREAM } from "./setup.js";
+import { ackWaits, CONSUMER, defaultRetry, type RetryPolicy, STREAM } from "./setup.js";
 
 export interface Job {
   id: string;
@@ -13,20 +13,11 @@ export interface Job {
   input?: unknown;
 }
 
-export class MalformedJob extends Error {}
-
+/** A job from its payload, checked: a malformed one (MalformedPayload) goes to the DLQ at once. */
 export function parseJob(data: Uint8Array): Job {
-  let value: unknown;
-  try {
-    value = JSON.parse(new TextDecoder().decode(data));
-  } catch (err) {
-    throw new MalformedJob(`invalid JSON: ${(err as Error).message}`);
-  }
-  const job = value as Partial<Job> | null;
-  if (typeof job !== "object" || job === null || typeof job.id !== "string" || typeof job.task !== "string") {
-    throw new MalformedJob('expected {"id": string, "task": string}');
-  }
-  return job as Job;
+  const job = jsonObject(data);
+  if (typeof job.id !== "string" || typeof job.task !== "string") throw new MalformedPayload('expected {"id": string, "task": string}');
+  return { id: job.id, task: job.task, input: job.input };
 }
 
 export interface JobContext {
@@ -40,7 +31,7 @@ export interface JobContext {
 export type Handler = (job: Job, ctx: JobContext) => Promise<void>;
 
 export type Outcome =
-  | { kind: "processed"; job: Job; ctx: JobContext; /** With confirmAcks: whether the server confirmed the ack. */ acked?: boolean }
+  | { kind: "processed"; job: Job; ctx: JobContext /** With confirmAcks: whether the server confirmed the ack. */; acked?: boolean }
   | { kind: "retry"; job: Job; ctx: JobContext; reason: string; delayMs: number }
   | { kind: "dead_lettered"; job?: Job; ctx: JobContext; reason: string };
 
@@ -79,7 +70,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   // Jobs being handled, and since when. One timer tells the server we are alive on every job in hand
   // for a while, so a long job's ack_wait does not run out and hand it to another worker.
   const inHand = new Map<JsMsg, number>();
-  const beatEvery = Math.max(100, Math.min(...retry.backoffMs) / 3);
+  const beatEvery = Math.max(100, Math.min(...ackWaits(retry)) / 3);
   const heartbeat = setInterval(() => {
     const since = Date.now() - beatEvery;
     for (const [m, started] of inHand) if (started <= since) m.working();
@@ -87,7 +78,15 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
 
   const toDlq = async (m: JsMsg, ctx: JobContext, reason: string, job?: Job) => {
     try {
-      await deadLetter(js, { subject: m.subject, seq: m.seq, deliveries: ctx.delivery, reason, by: name, data: m.data, headers: m.headers });
+      await deadLetter(js, {
+        subject: m.subject,
+        seq: m.seq,
+        deliveries: ctx.delivery,
+        reason,
+        by: name,
+        data: m.data,
+        headers: m.headers,
+      });
     } catch (err) {
       // Not in the DLQ yet: keep the job. If this was its last delivery the dlq-mover takes it.
       log.error({ seq: m.seq, err: String(err) }, "could not dead-letter; job kept for redelivery");
@@ -155,7 +154,8 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   };
   const run = async (m: JsMsg) => {
     try {
-      if (stopping) m.nak(); // arrived as we stopped: straight back to the queue
+      if (stopping)
+        m.nak(); // arrived as we stopped: straight back to the queue
       else await handle(m);
     } catch (err) {
       // Only an unexpected client error lands here; the job is redelivered after ack_wait.
@@ -178,7 +178,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
     } catch (err) {
       // A failed pull (missed heartbeats under load, a reconnect) is not the end of the worker: pull again.
       if (!nc.isClosed()) log.debug({ worker: name, err: String(err) }, "pull failed; pulling again");
-      await new Promise((r) => setTimeout(r, 100));
+      await delay(100);
     } finally {
       asked -= n - received;
       changed();
