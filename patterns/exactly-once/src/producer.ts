@@ -1,0 +1,37 @@
+// Publishes charge commands. A command's id is its Nats-Msg-Id: a publish retried within the stream's
+// duplicate_window is stored once. (After the window it would be stored again: the effects below hold
+// anyway.)
+import type { NatsConnection } from "@nats-io/transport-node";
+import { jsonObject, MalformedPayload, publishBatch, type Tally } from "@repo/kit";
+import { COMMAND_SUBJECT, COMMANDS } from "./setup.js";
+
+export interface Charge {
+  /** The command id: unique per business operation, never per attempt. A subject token: [A-Za-z0-9_-]. */
+  id: string;
+  account: string;
+  /** In cents. */
+  amount: number;
+}
+
+const ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** A charge from its payload, checked: an id that can name a subject and a KV key, an account, an amount. */
+export function parseCharge(data: Uint8Array): Charge {
+  const c = jsonObject(data);
+  if (typeof c.id !== "string" || !ID.test(c.id) || typeof c.account !== "string" || !Number.isInteger(c.amount)) {
+    throw new MalformedPayload('expected {"id": [A-Za-z0-9_-]{1,64}, "account": string, "amount": integer}');
+  }
+  return { id: c.id, account: c.account, amount: c.amount as number };
+}
+
+const enc = new TextEncoder();
+export const encodeCharge = (c: Charge) => ({ subject: COMMAND_SUBJECT, id: c.id, data: enc.encode(JSON.stringify(c)) });
+
+/** Publishes through the kit's publisher: many in flight, each resent with its id after a timeout. */
+export function publishCharges(nc: NatsConnection, charges: Charge[]): Promise<Tally> {
+  return publishBatch(nc, charges.map(encodeCharge), { stream: COMMANDS, what: "charge(s)" });
+}
+
+export function charges(count: number, prefix: string, accounts = 3): Charge[] {
+  return Array.from({ length: count }, (_, i) => ({ id: `${prefix}-${i}`, account: `acct-${i % accounts}`, amount: 100 + (i % 7) }));
+}
