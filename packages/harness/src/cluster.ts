@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { findServerBinary } from "./binary.js";
-import { freePort, jetstreamBlock, type ServerOptions, serverProcess } from "./server.js";
+import { freePort, type ServerOptions, serverProcess, syncLines } from "./server.js";
 
 export interface ClusterNode {
   name: string;
@@ -59,17 +59,20 @@ export async function startCluster(opts: ServerOptions & { size?: number } = {})
   const ports = await Promise.all(
     Array.from({ length: size }, async () => ({ client: await freePort(), route: await freePort(), http: await freePort() })),
   );
-  const routes = ports.map((p) => `nats-route://127.0.0.1:${p.route}`).join(", ");
+  const routes = ports.map((p) => `nats-route://127.0.0.1:${p.route}`).join(",");
   const procs = ports.map((p, i) => {
     const name = `n${i + 1}`;
-    const config = [
-      `server_name: ${name}`,
-      `http: 127.0.0.1:${p.http}`,
-      jetstreamBlock(bin, join(dir, name, "store"), opts.sync),
-      `cluster { name: jsp, listen: 127.0.0.1:${p.route}, routes: [${routes}] }`,
-      opts.config ?? "",
-    ].join("\n");
-    return { name, port: p.client, http: p.http, proc: serverProcess(bin, join(dir, name), p.client, config) };
+    const spec = {
+      base: "cluster.conf" as const,
+      extra: [syncLines(bin, opts.sync), opts.config ?? ""].join("\n"),
+      flags: ["--name", name, "--http_port", String(p.http), "--store_dir", join(dir, name, "store")].concat([
+        "--cluster",
+        `nats://127.0.0.1:${p.route}`,
+        "--routes",
+        routes,
+      ]),
+    };
+    return { name, port: p.client, http: p.http, proc: serverProcess(bin, join(dir, name), p.client, spec) };
   });
 
   const ready = async (timeoutMs = 30_000) => {

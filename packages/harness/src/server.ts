@@ -1,12 +1,17 @@
 // Starts real nats-server processes on free loopback ports with temp JetStream store dirs, waits until
 // they are ready, and stops them (removing the dirs) afterwards. They can be stopped, killed (SIGKILL)
 // and restarted on the same port and store dir, for fault tests.
+//
+// Every server starts from the repo's nats/*.conf, the files docker-compose.yml mounts: a small config
+// per process includes one of them and adds the test's own lines, and what differs per instance (name,
+// ports, store dir, routes) is given on the command line, as compose's `command:` gives it.
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { compareVersions, findServerBinary, type ServerBinary } from "./binary.js";
+import { join, relative } from "node:path";
+import { compareVersions, findServerBinary, repoRoot, type ServerBinary } from "./binary.js";
 
 export interface ServerOptions {
   /** nats-server version or prefix ("2.10"); default NATS_SERVER_VERSION, else the newest. */
@@ -15,6 +20,18 @@ export interface ServerOptions {
   config?: string;
   /** "always": fsync every write (sync_interval: always, nats-server >= 2.10). Default: the server's lazy fsync. */
   sync?: "default" | "always";
+  /**
+   * Start from nats/roles.conf: the least-privilege users of every pattern, each with a random
+   * password made here and given to nats-server in its environment. `login(user)` connects as one.
+   */
+  roles?: boolean;
+}
+
+/** Connection options for one of nats/roles.conf's users. */
+export interface Login {
+  servers: string;
+  user: string;
+  pass: string;
 }
 
 export interface NatsServer {
@@ -34,6 +51,8 @@ export interface NatsServer {
   restart(): Promise<void>;
   /** The server's log so far, for diagnosing a failed test. */
   log(): string;
+  /** With `roles`: how to connect as that user of nats/roles.conf. */
+  login(user: string): Login;
 }
 
 const running = new Set<ChildProcess>();
@@ -64,24 +83,56 @@ function waitForExit(child: ChildProcess, ms: number): Promise<boolean> {
   });
 }
 
-/** The jetstream {} block: store dir, and fsync on every write when asked (and supported). */
-export function jetstreamBlock(bin: ServerBinary, storeDir: string, sync: ServerOptions["sync"]): string {
-  if (sync === "always" && compareVersions(bin.version, "2.10.0") < 0) {
+/** Extra config lines for fsync on every write, when asked (and supported). */
+export function syncLines(bin: ServerBinary, sync: ServerOptions["sync"]): string {
+  if (sync !== "always") return "";
+  if (compareVersions(bin.version, "2.10.0") < 0)
     throw new Error(`sync_interval: always needs nats-server >= 2.10; this is ${bin.version}`);
-  }
-  return `jetstream { store_dir: "${storeDir}"${sync === "always" ? ", sync_interval: always" : ""} }`;
+  return "jetstream { sync_interval: always }";
+}
+
+/** The user of nats/roles.conf that a JSP_<USER>_PASSWORD variable belongs to: JSP_WORK_QUEUE_WORKER_PASSWORD -> work-queue-worker. */
+const userOf = (variable: string) => variable.slice(4, -9).toLowerCase().replaceAll("_", "-");
+
+/** A random password for every user of nats/roles.conf, as the environment variables it reads. */
+export function rolePasswords(): Record<string, string> {
+  const conf = readFileSync(join(repoRoot, "nats/roles.conf"), "utf8");
+  const vars = new Set(conf.match(/\$JSP_[A-Z_]+_PASSWORD/g)?.map((v) => v.slice(1)));
+  return Object.fromEntries([...vars].map((v) => [v, `p${randomBytes(18).toString("hex")}`]));
+}
+
+/** login() for a server started from nats/roles.conf with these passwords. */
+export function loginWith(url: string, passwords: Record<string, string> | undefined) {
+  return (user: string): Login => {
+    const entry = Object.entries(passwords ?? {}).find(([v]) => userOf(v) === user);
+    if (!entry) throw new Error(passwords ? `no user ${user} in nats/roles.conf` : "this server was not started with { roles: true }");
+    return { servers: url, user, pass: entry[1] };
+  };
+}
+
+export interface ProcessSpec {
+  /** The file of nats/ this process starts from ("server.conf", "cluster.conf", "roles.conf"). */
+  base: string;
+  /** The test's own config lines, after the include. */
+  extra: string;
+  /** Per-instance flags besides the client address and port. */
+  flags: string[];
+  /** Environment for nats-server (the role passwords). */
+  env?: Record<string, string>;
 }
 
 /** One nats-server process with a fixed port, config and store dir, startable again after a stop or kill. */
-export function serverProcess(bin: ServerBinary, dir: string, port: number, config: string) {
+export function serverProcess(bin: ServerBinary, dir: string, port: number, spec: ProcessSpec) {
   let child: ChildProcess | undefined;
   let output = "";
   mkdirSync(dir, { recursive: true });
   const conf = join(dir, "server.conf");
-  writeFileSync(conf, `listen: 127.0.0.1:${port}\n${config}\n`);
+  // nats-server resolves an include relative to the including file, so the path is made relative.
+  writeFileSync(conf, `include "${relative(dir, join(repoRoot, "nats", spec.base))}"\n${spec.extra}\n`);
+  const args = ["-c", conf, "--addr", "127.0.0.1", "--port", String(port), ...spec.flags];
 
   const start = async (): Promise<void> => {
-    const proc = spawn(bin.path, ["-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
+    const proc = spawn(bin.path, args, { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...spec.env } });
     child = proc;
     running.add(proc);
     proc.once("exit", () => running.delete(proc));
@@ -129,13 +180,11 @@ export function serverProcess(bin: ServerBinary, dir: string, port: number, conf
   };
 }
 
-/** Uses the server at NATS_URL when set, else starts one. */
-export async function useServer(opts: ServerOptions = {}): Promise<NatsServer> {
-  const url = process.env.NATS_URL;
-  if (!url) return startServer(opts);
+/** A server this harness did not start (docker compose's): it can be used, not stopped or restarted. */
+export function externalServer(url: string, passwords?: Record<string, string>): NatsServer {
   const port = Number(new URL(url.split(",")[0]!.replace(/^nats:/, "http:")).port || 4222);
   const unsupported = async () => {
-    throw new Error("cannot stop or restart a server given by NATS_URL");
+    throw new Error(`cannot stop or restart a server this harness did not start (${url})`);
   };
   return {
     url,
@@ -148,21 +197,45 @@ export async function useServer(opts: ServerOptions = {}): Promise<NatsServer> {
     kill: unsupported,
     restart: unsupported,
     log: () => "",
+    login: loginWith(url, passwords),
   };
+}
+
+/** Uses the server at NATS_URL when set, else starts one. */
+export async function useServer(opts: ServerOptions = {}): Promise<NatsServer> {
+  const url = process.env.NATS_URL;
+  return url ? externalServer(url) : startServer(opts);
+}
+
+/**
+ * The server of nats/roles.conf at NATS_ROLES_URL (docker compose's "nats-secure", its passwords in
+ * this process's environment as JSP_<USER>_PASSWORD), else one started here with random passwords.
+ */
+export async function useRolesServer(version?: string): Promise<NatsServer> {
+  const url = process.env.NATS_ROLES_URL;
+  if (!url) return startServer({ roles: true, version });
+  const passwords: Record<string, string> = {};
+  for (const name of Object.keys(rolePasswords())) {
+    const value = process.env[name];
+    if (!value) throw new Error(`NATS_ROLES_URL is set but ${name} is not: load nats/roles.env into the environment`);
+    passwords[name] = value;
+  }
+  return externalServer(url, passwords);
 }
 
 export async function startServer(opts: ServerOptions = {}): Promise<NatsServer> {
   const bin = findServerBinary(opts.version);
   const dir = mkdtempSync(join(tmpdir(), "jsp-nats-"));
   const storeDir = join(dir, "store");
+  const passwords = opts.roles ? rolePasswords() : undefined;
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
-    const node = serverProcess(
-      bin,
-      join(dir, `p${port}`),
-      port,
-      [`server_name: jsp-${port}`, jetstreamBlock(bin, storeDir, opts.sync), opts.config ?? ""].join("\n"),
-    );
+    const node = serverProcess(bin, join(dir, `p${port}`), port, {
+      base: opts.roles ? "roles.conf" : "server.conf",
+      extra: [syncLines(bin, opts.sync), opts.config ?? ""].join("\n"),
+      flags: ["--name", `jsp-${port}`, "--store_dir", storeDir, "--http_port", String(await freePort())],
+      env: passwords,
+    });
     try {
       await node.start();
     } catch (err) {
@@ -185,6 +258,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<NatsServer>
         rmSync(dir, { recursive: true, force: true });
       },
       log: node.log,
+      login: loginWith(`nats://127.0.0.1:${port}`, passwords),
     };
   }
 }
