@@ -1,4 +1,5 @@
 // Small helpers for e2e tests: bounded waiting and unique names.
+import { explain } from "@repo/kit";
 export async function waitFor(
   what: string,
   check: () => boolean | Promise<boolean>,
@@ -15,3 +16,13 @@ export async function waitFor(
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** What the pattern says, in one line, when `attempt` fails (the kit's explain), or "allowed" when it succeeds. */
+export async function refusal(attempt: Promise<unknown>): Promise<string> {
+  try {
+    await attempt;
+    return "allowed";
+  } catch (err) {
+    return explain(err);
+  }
+}

@@ -307,6 +307,37 @@ describe("pnpm run pattern", () => {
     }
   });
 
+  it("refuses a demo run as one role of nats/roles.conf in one line naming the subject that role may not use", async () => {
+    const roles = await startServer({ roles: true });
+    try {
+      const admin = roles.login("admin");
+      // The admin sets up streams and consumers, but may not publish the events (the producer's job).
+      const asAdmin = await run(["fanout", "--orders", "5"], { NATS_URL: withInfo(roles.url, `${admin.user}:${admin.pass}`) });
+      expect(asAdmin.code).toBe(1);
+      expect(oneLine(asAdmin.stderr)).toEqual([
+        expect.stringMatching(
+          /^error: fanout failed: 15 event\(s\) .* not permitted: this user may not publish to limits\.orders\.created — /,
+        ),
+      ]);
+      const producer = roles.login("fanout-producer");
+      const asProducer = await run(["fanout", "--orders", "5"], {
+        NATS_URL: roles.url,
+        NATS_USER: producer.user,
+        NATS_PASSWORD: producer.pass,
+      });
+      expect(asProducer.code).toBe(1);
+      expect(oneLine(asProducer.stderr)).toEqual([
+        expect.stringMatching(/^error: not permitted: this user may not publish to \$JS\.API\.INFO — /),
+      ]);
+      for (const out of [asAdmin.stdout, asAdmin.stderr, asProducer.stdout, asProducer.stderr]) {
+        expect(out).not.toContain(admin.pass);
+        expect(out).not.toContain(producer.pass);
+      }
+    } finally {
+      await roles.stop();
+    }
+  });
+
   it("says in one line that JetStream is not enabled for an account without it", async () => {
     const nojs = await startServer({ config: "accounts { NOJS: { users: [ { user: nojs, password: nojs } ] } }" });
     try {

@@ -2,7 +2,7 @@
 // and any failure printed as one line on stderr with a non-zero exit, never a stack trace.
 import { pathToFileURL } from "node:url";
 import { type ParseArgsConfig, parseArgs } from "node:util";
-import { isJetStreamNotEnabled, isNoResponders } from "./errors.js";
+import { isJetStreamNotEnabled, isNoResponders, permissionDenied } from "./errors.js";
 import { createLogger, type Logger } from "./log.js";
 
 /** An error whose message is the whole story: printed as one line, no stack trace. */
@@ -34,16 +34,21 @@ export function runMain(name: string, fn: (signal: AbortSignal, log: Logger) => 
     // Ctrl-C ends a clean run with the conventional 128 + SIGINT, unless the run already failed.
     () => process.exit(process.exitCode ?? (interrupted ? 130 : 0)),
     (err: unknown) => {
-      const msg = oneLine(name, err);
+      const msg = explain(err, name);
       process.stderr.write(`error: ${msg}\n`);
       process.exit(1);
     },
   );
 }
 
-/** What a failed run says: the error's own words, or what to do about a failure we recognise. */
-function oneLine(name: string, err: unknown): string {
+/** What a failed run says, in one line: the error's own words, or what to do about a failure we recognise. */
+export function explain(err: unknown, name = "run"): string {
   const text = err instanceof Error ? err.message : String(err);
+  const denied = permissionDenied(err);
+  if (denied) {
+    const what = denied.operation === "publish" ? "publish to" : "subscribe to";
+    return `not permitted: this user may not ${what} ${denied.subject} — run this step as a user whose permissions allow it (each pattern's README lists its roles)`;
+  }
   if (err instanceof UserError) return text;
   if (isBadArgs(err)) return `${text} (see --help)`;
   if (isJetStreamNotEnabled(err) && isNoResponders(err)) {

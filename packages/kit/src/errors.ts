@@ -24,10 +24,20 @@ export function isNotFound(err: unknown): boolean {
 }
 
 /** Walks an error and its causes: nats.js wraps the error that happened in others (RequestError, JetStreamNotEnabled). */
-function someCause(err: unknown, test: (e: Error) => boolean): boolean {
-  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) if (test(e)) return true;
-  return false;
+function findCause<T extends Error>(err: unknown, test: (e: Error) => e is T): T | undefined;
+function findCause(err: unknown, test: (e: Error) => boolean): Error | undefined;
+function findCause(err: unknown, test: (e: Error) => boolean): Error | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) if (test(e)) return e;
+  return undefined;
 }
+const someCause = (err: unknown, test: (e: Error) => boolean): boolean => findCause(err, test) !== undefined;
+
+/**
+ * The server refused an operation this user's permissions do not allow: a publish (every JetStream
+ * API call is a request to a $JS.API subject) or a subscription. nats.js rejects the request with it.
+ */
+export const permissionDenied = (err: unknown): InstanceType<typeof errors.PermissionViolationError> | undefined =>
+  findCause(err, (e): e is InstanceType<typeof errors.PermissionViolationError> => e instanceof errors.PermissionViolationError);
 
 /** Nothing listens on the subject: no stream (yet: a restarting server, a leader election), or no JetStream. */
 export const isNoResponders = (err: unknown): boolean =>

@@ -1,6 +1,6 @@
 // The kit: the runtime code every pattern of jetstream-patterns shares, in one place (packages/kit).
 // `pnpm run new` copies these files into a starter's src/kit/ and points the pattern's imports there.
-export { demoOptions, type IntSpec, intOption, isEntry, runMain, UserError } from "./cli.js";
+export { demoOptions, explain, type IntSpec, intOption, isEntry, runMain, UserError } from "./cli.js";
 export { connectFromEnv, DEFAULT_URL, optionsFromEnv, redactUrl, serversFromEnv, urlCredentials } from "./connect.js";
 export {
   ApiCodes,
@@ -13,6 +13,7 @@ export {
   isTlsError,
   isTransient,
   messageOf,
+  permissionDenied,
 } from "./errors.js";
 export { createLogger, type Logger, logSummary } from "./log.js";
 export { jsonObject, MalformedPayload } from "./payload.js";
@@ -26,6 +27,6 @@ export {
   type Tally,
 } from "./publisher.js";
 export { nextStored, storedMessages } from "./read.js";
-export { pull, type Serving, serve } from "./serve.js";
+export { pull, pullRefusals, type Serving, serve } from "./serve.js";
 export { ensureConsumer, ensureStream, placed, replicas, type StreamSpec } from "./stream.js";
 export { compareVersions, versionAtLeast } from "./version.js";

@@ -2,8 +2,28 @@
 // serve() reads a long-lived consume(); pull() makes a new short fetch each round, which outlives a
 // server restart on every version (a consume() was seen to go silent after a restart of 2.9/2.10).
 import type { Consumer, ConsumerMessages, JsMsg } from "@nats-io/jetstream";
-import { delay, type NatsConnection } from "@nats-io/transport-node";
+import { delay, errors, type NatsConnection } from "@nats-io/transport-node";
+import { explain } from "./cli.js";
 import type { Logger } from "./log.js";
+
+type Refusal = InstanceType<typeof errors.PermissionViolationError>;
+
+/**
+ * Watches for the server refusing this connection the right to pull from a consumer. A pull request is
+ * a plain publish, so nats.js reports its refusal only as a connection status while the pull itself
+ * just ends without messages ("heartbeats missed"). A puller asks after a failed pull: `refused()`
+ * returns the refusal (to stop with one clear line) or undefined (a passing failure: pull again).
+ */
+export async function pullRefusals(nc: NatsConnection, consumer: Consumer): Promise<{ refused(): Refusal | undefined }> {
+  const { stream_name, name } = await consumer.info(true);
+  const subject = `$JS.API.CONSUMER.MSG.NEXT.${stream_name}.${name}`;
+  let refusal: Refusal | undefined;
+  void (async () => {
+    for await (const s of nc.status())
+      if (s.type === "error" && s.error instanceof errors.PermissionViolationError && s.error.subject === subject) refusal = s.error;
+  })();
+  return { refused: () => refusal };
+}
 
 export interface Serving {
   /** Stops pulling and waits for the message in hand; unacked messages are redelivered later. */
@@ -37,12 +57,13 @@ export function serve(
  * `handle`, in order, until stop(). A failed pull (a restart, missed heartbeats) is followed by a new
  * one; an error from `handle` ends nothing either: it is logged, and the message, unacked, comes back.
  */
-export function pull(
+export async function pull(
   consumer: Consumer,
   handle: (m: JsMsg) => Promise<void>,
   o: { nc: NatsConnection; log: Logger; who: Record<string, string>; batch?: number; expiresMs?: number },
-): Serving {
+): Promise<Serving> {
   let stopping = false;
+  const refusals = await pullRefusals(o.nc, consumer);
   const loop = (async () => {
     while (!stopping && !o.nc.isClosed()) {
       try {
@@ -51,6 +72,11 @@ export function pull(
         }
       } catch (err) {
         if (o.nc.isClosed()) break;
+        const refused = refusals.refused();
+        if (refused) {
+          o.log.error({ ...o.who }, explain(refused));
+          break;
+        }
         o.log.debug({ ...o.who, err: String(err) }, "pull failed; pulling again");
         await delay(250);
       }

@@ -5,10 +5,10 @@ import { backoff, delay, type NatsConnection } from "@nats-io/transport-node";
 import {
   connectFromEnv,
   createPublisher,
+  explain,
   isEntry,
   isNoResponders,
   isTransient,
-  messageOf,
   type PublishResult,
   runMain,
   UserError,
@@ -56,7 +56,7 @@ export async function publishIdempotent(js: JetStreamClient, msg: Outgoing, opts
     } catch (err) {
       const text = isNoResponders(err)
         ? `no stream answered on ${msg.subject} (no responders): is the stream created and JetStream enabled?`
-        : messageOf(err);
+        : explain(err);
       if (!isTransient(err) || attempt >= attempts) return { id: msg.id, seq: 0, duplicate: false, attempts: attempt, error: text };
       await delay(publishRetry.backoff(attempt - 1));
       timeout = Math.min(timeout * 2, 5_000);

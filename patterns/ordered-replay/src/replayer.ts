@@ -5,7 +5,7 @@
 import { DeliverPolicy, jetstream, type OrderedConsumerOptions } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { backoff, deadline, delay, type NatsConnection } from "@nats-io/transport-node";
-import { type Logger, versionAtLeast } from "@repo/kit";
+import { type Logger, permissionDenied, versionAtLeast } from "@repo/kit";
 import { STREAM } from "./setup.js";
 
 export type StartAt = "start" | "resume" | { seq: number } | { time: Date };
@@ -135,13 +135,16 @@ async function replayOnce(
 ): Promise<"done" | "stalled"> {
   // While a cluster elects a new leader the JetStream API may not answer: give up after a while and
   // let the caller start over (bounded), rather than wait on a request that may never return.
+  let refused: unknown;
   const consumer = await within(
     // A copy: nats.js fills in a name prefix on the object it is given, and a retry must not reuse it.
-    js.consumers
-      .get(STREAM, { ...opts })
-      .catch((err: unknown) => void o.log.warn({ err: String(err) }, "replay: could not create the ordered consumer")),
+    js.consumers.get(STREAM, { ...opts }).catch((err: unknown) => {
+      if (permissionDenied(err)) refused = err;
+      else o.log.warn({ err: String(err) }, "replay: could not create the ordered consumer");
+    }),
     10_000,
   );
+  if (refused) throw refused; // not a stall: this user may not read the stream, and retrying will not change that
   if (!consumer) return "stalled";
   // Short pulls: the client notices missed heartbeats (a server restart, a lost consumer) within a few
   // seconds instead of the default 30s, and recreates the consumer after the last sequence it saw.

@@ -3,7 +3,7 @@
 // delivery -> DLQ. Malformed payload -> DLQ at once (retrying cannot fix it).
 import { type JsMsg, jetstream } from "@nats-io/jetstream";
 import { delay, type NatsConnection } from "@nats-io/transport-node";
-import { jsonObject, type Logger, MalformedPayload, versionAtLeast } from "@repo/kit";
+import { explain, jsonObject, type Logger, MalformedPayload, pullRefusals, versionAtLeast } from "@repo/kit";
 import { deadLetter } from "./dead-letter.js";
 import { ackWaits, CONSUMER, defaultRetry, type RetryPolicy, STREAM } from "./setup.js";
 
@@ -63,6 +63,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   const retry = opts.retry ?? defaultRetry;
   const js = jetstream(nc);
   const consumer = await js.consumers.get(STREAM, CONSUMER);
+  const refusals = await pullRefusals(nc, consumer);
   // "+TERM <reason>" is understood from 2.10.4; older servers want a bare +TERM.
   const termWithReason = versionAtLeast(nc.info?.version, "2.10.4");
   const backoff = (delivery: number) => retry.backoffMs[Math.min(delivery, retry.backoffMs.length) - 1] ?? 1_000;
@@ -176,8 +177,13 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
         void run(m);
       }
     } catch (err) {
-      // A failed pull (missed heartbeats under load, a reconnect) is not the end of the worker: pull again.
-      if (!nc.isClosed()) log.debug({ worker: name, err: String(err) }, "pull failed; pulling again");
+      // A failed pull (missed heartbeats under load, a reconnect) is not the end of the worker: pull
+      // again. A user not permitted to pull is: it stops with one line saying so.
+      const refused = refusals.refused();
+      if (refused && !stopping) {
+        stopping = true;
+        log.error({ worker: name }, explain(refused));
+      } else if (!nc.isClosed()) log.debug({ worker: name, err: String(err) }, "pull failed; pulling again");
       await delay(100);
     } finally {
       asked -= n - received;
