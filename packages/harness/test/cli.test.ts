@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -37,9 +38,14 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}, command = process.exec
 const oneLine = (s: string) => s.trim().split("\n");
 const noStack = (s: string) => !/^\s+at /m.test(s);
 
+// The demos below run against a server that wants a password, given in NATS_URL as user info (as the
+// NATS CLI takes it): every pattern connects with it, and no output may show it.
+const password = `pw${randomBytes(9).toString("hex")}`;
 let server: NatsServer;
+let url: string;
 beforeAll(async () => {
-  server = await startServer();
+  server = await startServer({ config: `authorization { user: demo, password: ${password} }` });
+  url = server.url.replace("nats://", `nats://demo:${password}@`);
 });
 afterAll(async () => {
   await server?.stop();
@@ -68,20 +74,21 @@ describe("pnpm run pattern", () => {
   });
 
   it("refuses --cluster together with NATS_URL in one line", async () => {
-    const r = await run(["work-queue", "--cluster"], { NATS_URL: server.url });
+    const r = await run(["work-queue", "--cluster"], { NATS_URL: url });
     expect(r.code).toBe(2);
     expect(oneLine(r.stderr)).toEqual([expect.stringMatching(/^error: --cluster starts its own 3-node cluster: unset NATS_URL/)]);
   });
 
   it("rejects a bad option value in one line", async () => {
-    const r = await run(["work-queue", "--jobs", "many"], { NATS_URL: server.url });
+    const r = await run(["work-queue", "--jobs", "many"], { NATS_URL: url });
     expect(r.code).toBe(1);
     expect(oneLine(r.stderr)).toEqual(['error: --jobs must be a positive integer, got "many"']);
   });
 
-  it("runs work-queue against NATS_URL and accounts for every job: lost=0, none both processed and dead-lettered", async () => {
-    const r = await run(["work-queue", "--jobs", "60", "--workers", "2"], { NATS_URL: server.url });
+  it("runs work-queue against NATS_URL (with user:password in it) and accounts for every job: lost=0, none both processed and dead-lettered", async () => {
+    const r = await run(["work-queue", "--jobs", "60", "--workers", "2"], { NATS_URL: url });
     expect(r.stderr).toBe("");
+    expect(r.stdout).not.toContain(password);
     expect(r.code).toBe(0);
     const summary = r.stdout
       .trim()
@@ -99,7 +106,7 @@ describe("pnpm run pattern", () => {
       ["--import", "tsx", join(repoRoot, "packages/harness/src/run-pattern.ts"), "work-queue", "--jobs", "20000"],
       {
         cwd: repoRoot,
-        env: { ...process.env, LOG_FORMAT: "json", NATS_URL: server.url },
+        env: { ...process.env, LOG_FORMAT: "json", NATS_URL: url },
         stdio: ["ignore", "pipe", "pipe"],
         detached: true, // its own process group, as in a terminal: Ctrl-C reaches the runner and the demo
       },
@@ -128,9 +135,10 @@ describe("pnpm run pattern", () => {
   });
 
   for (const name of ["fanout", "dedup-publish", "ordered-replay", "priority-queue", "exactly-once", "event-sourcing"]) {
-    it(`runs ${name} against NATS_URL and ends with a summary line that shows the guarantee held`, async () => {
-      const r = await run([name], { NATS_URL: server.url });
+    it(`runs ${name} against NATS_URL (with user:password in it) and ends with a summary line that shows the guarantee held`, async () => {
+      const r = await run([name], { NATS_URL: url });
       expect(r.stderr).toBe("");
+      expect(r.stdout).not.toContain(password);
       expect(r.code).toBe(0);
       const lines = r.stdout
         .trim()
