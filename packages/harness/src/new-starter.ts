@@ -42,7 +42,12 @@ if (existsSync(dir) && readdirSync(dir).length > 0)
 
 const from = join(repoRoot, "patterns", name);
 const kit = join(repoRoot, "packages/kit");
-type Pkg = { description?: string; dependencies: Record<string, string>; devDependencies: Record<string, string> };
+type Pkg = {
+  description?: string;
+  scripts?: Record<string, string>;
+  dependencies: Record<string, string>;
+  devDependencies: Record<string, string>;
+};
 const readPkg = (dir: string) => JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as Pkg;
 const pkg = readPkg(from);
 /** The version installed in `where`, which is the one the matrix tested: pinned as ^x.y.z. */
@@ -85,7 +90,13 @@ writeFileSync(
     type: "module",
     description: pkg.description,
     engines: { node: ">=20" },
-    scripts: { start: "tsx src/main.ts", test: "vitest run --testTimeout=120000", typecheck: "tsc -p tsconfig.json" },
+    // The pattern's own tools (e.g. work-queue's `dlq`) come along: every script that runs a file of src/.
+    scripts: {
+      ...Object.fromEntries(Object.entries(pkg.scripts ?? {}).filter(([, cmd]) => cmd.startsWith("tsx src/"))),
+      start: "tsx src/main.ts",
+      test: "vitest run --testTimeout=120000",
+      typecheck: "tsc -p tsconfig.json",
+    },
     dependencies: deps,
     devDependencies: devDeps,
   }),

@@ -6,7 +6,8 @@ import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
 import { storedMessages, versionAtLeast } from "@repo/kit";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { DlqHeaders, startDeadLetterMover } from "../src/dead-letter.js";
+import { DlqHeaders, deadLetter, startDeadLetterMover } from "../src/dead-letter.js";
+import { listDeadLetters, requeue } from "../src/dlq.js";
 import { encodeJob, type Outgoing, publishJobs } from "../src/producer.js";
 import { DLQ_STREAM, GRACE_DELIVERIES, type RetryPolicy, STREAM, setup } from "../src/setup.js";
 import { type Handler, type Outcome, startWorker, type Worker, type WorkerOptions } from "../src/worker.js";
@@ -371,5 +372,98 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
     expect(first).toMatchObject({ stored: 5, duplicates: 0, failed: 0 });
     expect(again).toMatchObject({ stored: 0, duplicates: 5, failed: 0 });
     expect((await jsm.streams.info(STREAM)).state.messages).toBe(5);
+  });
+});
+
+// In this file rather than its own: on a server given by NATS_URL, test files run side by side and
+// would share the JOBS streams. Each test starts from fresh streams (beforeEach above).
+describe("dead-letter operations (src/dlq.ts, pnpm run dlq)", () => {
+  const dlq = (args: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, ["--import", "tsx", "src/dlq.ts", ...args], {
+        env: { ...process.env, NATS_URL: server.url },
+        stdio: ["ignore", "pipe", "pipe"], // stdin is not a terminal
+      });
+      let [stdout, stderr] = ["", ""];
+      child.stdout.on("data", (d) => (stdout += d));
+      child.stderr.on("data", (d) => (stderr += d));
+      child.once("exit", (code) => resolve({ code, stdout, stderr }));
+    });
+  /** A dead letter as a worker leaves it (published to the DLQ with its headers), for tests without workers. */
+  const deadLettered = async (id: string, seq: number) => {
+    const job = encodeJob({ id, task: "resize" });
+    await deadLetter(jetstream(nc), { subject: job.subject, seq, deliveries: 4, reason: "boom", by: "test", data: job.data });
+  };
+
+  it("lists a dead letter with its reason, and a requeued job, its cause fixed, ends processed: the DLQ empty, nothing lost", async () => {
+    let fixed = false;
+    const t = tally();
+    const handler: Handler = async (job) => {
+      if (job.id.startsWith("needs-fix") && !fixed) throw new Error("the image service is down");
+    };
+    await spawnWorkers(1, handler, t.onOutcome);
+    await publishJobs(nc, [...jobsNamed("needs-fix", 2), ...jobsNamed("fine", 3)]);
+    await waitFor("2 dead-lettered, 3 processed", () => t.ids("dead_lettered").length === 2 && t.ids("processed").length === 3);
+    const letters = await listDeadLetters(jsm);
+    expect(letters.map((d) => [d.id, d.subject, d.deliveries])).toEqual([
+      ["needs-fix-0", "jobs.resize", retry.maxDeliver],
+      ["needs-fix-1", "jobs.resize", retry.maxDeliver],
+    ]);
+    expect(letters[0]!.reason).toMatch(/the image service is down/);
+    const listed = await dlq(["list"]);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toMatch(/2 dead letter\(s\) in JOBS_DLQ/);
+    expect(listed.stdout).toMatch(/needs-fix-0 .*the image service is down/);
+
+    fixed = true;
+    const requeued = await dlq(["requeue", "--all"]);
+    expect(requeued.code, requeued.stderr).toBe(0);
+    expect(requeued.stdout).toMatch(/2 requeued; 0 left in JOBS_DLQ/);
+    await waitFor("the requeued jobs processed", () => t.ids("processed").length === 5);
+    expect(t.ids("processed").sort()).toEqual(["fine-0", "fine-1", "fine-2", "needs-fix-0", "needs-fix-1"]);
+    expect((await jsm.streams.info(DLQ_STREAM)).state.messages).toBe(0);
+    await waitFor("the work stream drained", async () => (await jsm.streams.info(STREAM)).state.messages === 0);
+  });
+
+  it("queues a job once when a requeue crashed between the publish and the delete and is run again", async () => {
+    await deadLettered("again", 7);
+    const [letter] = await listDeadLetters(jsm);
+    const js = jetstream(nc);
+    const crash = async () => {
+      throw new Error("crashed before the delete");
+    };
+    await expect(requeue(js, jsm, letter!.seq, { beforeDelete: crash })).rejects.toThrow(/crashed/);
+    expect((await jsm.streams.info(DLQ_STREAM)).state.messages).toBe(1); // not lost: still in the DLQ
+    const again = await requeue(js, jsm, letter!.seq);
+    expect(again).toMatchObject({ subject: "jobs.resize", duplicate: true });
+    expect((await jsm.streams.info(DLQ_STREAM)).state.messages).toBe(0);
+    const queued = await storedMessages(jsm, STREAM);
+    expect(queued.map((m) => m.json<{ id: string }>().id)).toEqual(["again"]);
+    expect(queued[0]!.header.get(DlqHeaders.Reason)).toBe(""); // the DLQ's notes stay behind
+  });
+
+  it("refuses to purge without --yes when not in a terminal, in one line, and purges with it", async () => {
+    await deadLettered("drop-me", 3);
+    const refused = await dlq(["purge"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim().split("\n")).toEqual([expect.stringMatching(/^error: purge drops every dead letter: pass --yes/)]);
+    expect((await jsm.streams.info(DLQ_STREAM)).state.messages).toBe(1);
+    const purged = await dlq(["purge", "--yes"]);
+    expect(purged.code, purged.stderr).toBe(0);
+    expect(purged.stdout).toMatch(/purged 1 dead letter/);
+    expect((await jsm.streams.info(DLQ_STREAM)).state.messages).toBe(0);
+  });
+
+  it("says in one line what is wrong with a command, a sequence or a missing dead letter", async () => {
+    for (const [args, line] of [
+      [["frob"], /^error: unknown command "frob"/],
+      [["show", "x"], /^error: a dead letter's sequence is a positive integer, got "x"/],
+      [["show", "99"], /^error: no dead letter at sequence 99 in JOBS_DLQ/],
+      [["requeue"], /^error: requeue takes sequences or --all/],
+    ] as const) {
+      const r = await dlq([...args]);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split("\n")).toEqual([expect.stringMatching(line)]);
+    }
   });
 });
