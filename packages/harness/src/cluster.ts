@@ -52,6 +52,26 @@ async function metaView(httpPort: number): Promise<MetaView | undefined> {
   }
 }
 
+/**
+ * Resolves when every running node is healthy and they agree on a running JetStream meta leader whose
+ * view lists every other running node as current (only the leader's view is reliable). A node the
+ * leader does not know yet cannot take a replica ("no suitable peers for placement", seen on 2.10.27).
+ */
+export async function metaReady(nodes: { name: string; http: number; running(): boolean }[], timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const up = nodes.filter((n) => n.running());
+    const views = await Promise.all(up.map((n) => metaView(n.http)));
+    const leader = views[0]?.leader;
+    const leaderView = views[up.findIndex((n) => n.name === leader)];
+    const agreed = !!leader && views.every((v) => v?.leader === leader) && !!leaderView;
+    const current = up.filter((n) => n.name !== leader).every((n) => leaderView?.replicas?.some((r) => r.name === n.name && r.current));
+    if (agreed && (current || Date.now() > deadline - timeoutMs / 2)) return;
+    if (Date.now() > deadline) throw new Error(`cluster not healthy within ${timeoutMs}ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 export async function startCluster(opts: ServerOptions & { size?: number } = {}): Promise<NatsCluster> {
   const bin = findServerBinary(opts.version);
   const size = opts.size ?? 3;
@@ -75,24 +95,11 @@ export async function startCluster(opts: ServerOptions & { size?: number } = {})
     return { name, port: p.client, http: p.http, proc: serverProcess(bin, join(dir, name), p.client, spec) };
   });
 
-  const ready = async (timeoutMs = 30_000) => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const up = procs.filter((n) => n.proc.running());
-      const views = await Promise.all(up.map((n) => metaView(n.http)));
-      const leader = views[0]?.leader;
-      // Every running node healthy and agreeing on a meta leader that is itself running; and, as the
-      // leader sees it, the other running nodes' copies current (only the leader's view is reliable).
-      const leaderView = views[up.findIndex((n) => n.name === leader)];
-      const agreed = !!leader && views.every((v) => v?.leader === leader) && !!leaderView;
-      // Every other running node must be listed, not just those listed be current: a node the leader
-      // does not know yet cannot take a replica ("no suitable peers for placement", seen on 2.10.27).
-      const current = up.filter((n) => n.name !== leader).every((n) => leaderView?.replicas?.some((r) => r.name === n.name && r.current));
-      if (agreed && (current || Date.now() > deadline - timeoutMs / 2)) return;
-      if (Date.now() > deadline) throw new Error(`cluster not healthy within ${timeoutMs}ms`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  };
+  const ready = (timeoutMs = 30_000) =>
+    metaReady(
+      procs.map((n) => ({ name: n.name, http: n.http, running: n.proc.running })),
+      timeoutMs,
+    );
 
   const stop = async () => {
     await Promise.all(procs.map((n) => n.proc.halt("SIGTERM")));

@@ -11,6 +11,7 @@ import { placed } from "@repo/kit";
 import { afterAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { findServerBinary, repoRoot } from "../src/binary.js";
+import { metaReady } from "../src/cluster.js";
 import { freePort, loginWith, rolePasswords, serverProcess } from "../src/server.js";
 
 interface Service {
@@ -119,17 +120,8 @@ describe("docker-compose.yml", () => {
     const routes = Object.fromEntries(await Promise.all(names.map(async (n) => [n, await freePort()] as const)));
     const nodes = await Promise.all(names.map((n) => runService(n, undefined, routes)));
     try {
-      // The meta group elects its leader first (bounded wait), then an R3 stream can be placed.
-      const leader = async () => {
-        const jsz = await fetch(`http://127.0.0.1:${nodes[0]!.http}/jsz`).then(
-          (r) => r.json() as Promise<{ meta_cluster?: { leader?: string } }>,
-        );
-        return !!jsz.meta_cluster?.leader;
-      };
-      for (let tries = 0; !(await leader()); tries++) {
-        if (tries > 100) throw new Error("no JetStream meta leader within 20s");
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      // As the harness's own clusters: the meta group agrees on a leader that knows every node.
+      await metaReady(nodes.map((n, i) => ({ name: names[i]!, http: n.http, running: n.proc.running })));
       const nc = await connect({ servers: nodes.map((n) => n.url) });
       const jsm = await jetstreamManager(nc);
       await placed(() => jsm.streams.add({ name: "R3", subjects: ["r3"], num_replicas: 3 }));
