@@ -12,6 +12,7 @@ import { headers } from "@nats-io/transport-node";
 import { connectFromEnv, isEntry, isNotFound, runMain, storedMessages, UserError } from "@repo/kit";
 import { DlqHeaders } from "./dead-letter.js";
 import { DLQ_STREAM, STREAM } from "./setup.js";
+import { type JobStatus, openStatusIfAny, type StatusStore } from "./status.js";
 
 export interface DeadLetterInfo {
   seq: number;
@@ -84,13 +85,14 @@ export interface Requeued {
 
 /**
  * Puts a dead letter back on its original subject, then removes it from the DLQ. `beforeDelete` runs
- * between the two (the tests put a crash there).
+ * between the two (the tests put a crash there). With a status store, the job's status is reset to
+ * queued first: a worker acks a job whose status is final without running it.
  */
 export async function requeue(
   js: JetStreamClient,
   jsm: JetStreamManager,
   seq: number,
-  o: { beforeDelete?: () => Promise<void> } = {},
+  o: { beforeDelete?: () => Promise<void>; status?: StatusStore } = {},
 ): Promise<Requeued> {
   const m = await stored(jsm, seq);
   const { subject } = describe(m);
@@ -100,6 +102,8 @@ export async function requeue(
     const k = key.toLowerCase();
     if (!k.startsWith("dlq-") && !k.startsWith("nats-")) for (const v of values) h.append(key, v);
   }
+  const { id } = describe(m);
+  if (o.status && id) await o.status.kv.put(id, JSON.stringify({ state: "queued", at: Date.now() } satisfies JobStatus));
   const ack = await js.publish(subject, m.data, { headers: h, msgID: `${DLQ_STREAM}-${seq}`, expect: { streamName: STREAM } });
   await o.beforeDelete?.();
   await jsm.streams.deleteMessage(DLQ_STREAM, seq, false);
@@ -169,9 +173,9 @@ if (isEntry(import.meta.url)) {
         if ((values.all ?? false) === args.length > 0)
           throw new UserError("requeue takes sequences or --all: dlq requeue <seq>... | --all");
         const seqs = values.all ? (await listDeadLetters(jsm)).map((d) => d.seq) : args.map(seqOf);
-        const js = jetstream(nc);
+        const [js, status] = [jetstream(nc), await openStatusIfAny(nc)];
         for (const seq of seqs) {
-          const r = await requeue(js, jsm, seq);
+          const r = await requeue(js, jsm, seq, { status });
           out(`requeued ${seq} -> ${r.subject} (${STREAM} seq ${r.jobSeq}${r.duplicate ? ", already queued by an earlier requeue" : ""})`);
         }
         out(`${seqs.length} requeued; ${await dlqStream(jsm)} left in ${DLQ_STREAM}`);

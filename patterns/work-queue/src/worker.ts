@@ -6,6 +6,7 @@ import { delay, type NatsConnection } from "@nats-io/transport-node";
 import { explain, jsonObject, type Logger, MalformedPayload, pullRefusals, versionAtLeast } from "@repo/kit";
 import { deadLetter } from "./dead-letter.js";
 import { ackWaits, CONSUMER, defaultRetry, type RetryPolicy, STREAM } from "./setup.js";
+import { advance, isFinal, type StatusStore } from "./status.js";
 
 export interface Job {
   id: string;
@@ -26,9 +27,15 @@ export interface JobContext {
   /** 1 on the first delivery. */
   delivery: number;
   worker: string;
+  /**
+   * Reports how far along the job is (0..1): tells the server the job is still being worked on (its
+   * ack_wait starts again) and, with a status store, records the progress for waitForResult's watchers.
+   */
+  progress(fraction: number): Promise<void>;
 }
 
-export type Handler = (job: Job, ctx: JobContext) => Promise<void>;
+/** Handles a job; what it returns (JSON) is the job's result in the status store, if there is one. */
+export type Handler = (job: Job, ctx: JobContext) => Promise<unknown>;
 
 export type Outcome =
   | { kind: "processed"; job: Job; ctx: JobContext /** With confirmAcks: whether the server confirmed the ack. */; acked?: boolean }
@@ -50,6 +57,8 @@ export interface WorkerOptions {
    */
   confirmAcks?: boolean;
   onOutcome?: (outcome: Outcome) => void;
+  /** Record each job's status, progress and result (src/status.ts). */
+  status?: StatusStore;
 }
 
 export interface Worker {
@@ -94,6 +103,10 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
       m.nak(backoff(ctx.delivery));
       return;
     }
+    if (opts.status && job)
+      await advance(opts.status, job.id, { state: "dead_lettered", at: Date.now(), reason }).catch((err: unknown) =>
+        log.warn({ id: job.id, err: String(err) }, "dead-lettered, but its status could not be recorded"),
+      );
     if (termWithReason) m.term(reason.slice(0, 200));
     else m.term();
     log.warn({ worker: name, seq: m.seq, id: job?.id, reason }, "dead-lettered");
@@ -101,11 +114,21 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   };
 
   const handle = async (m: JsMsg) => {
-    const ctx: JobContext = { seq: m.seq, subject: m.subject, delivery: m.info.deliveryCount, worker: name };
+    let job: Job | undefined;
+    const running = (progress?: number) => ({ state: "running" as const, at: Date.now(), worker: name, delivery: ctx.delivery, progress });
+    const ctx: JobContext = {
+      seq: m.seq,
+      subject: m.subject,
+      delivery: m.info.deliveryCount,
+      worker: name,
+      progress: async (fraction) => {
+        m.working();
+        if (opts.status && job) await advance(opts.status, job.id, running(fraction));
+      },
+    };
     if (ctx.delivery > retry.maxDeliver) {
       // A grace delivery: the handler had its tries and the last one never answered (the worker died,
       // hung, or could not reach the DLQ). Do not run it again: dead-letter it.
-      let job: Job | undefined;
       try {
         job = parseJob(m.data);
       } catch {
@@ -113,7 +136,6 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
       }
       return toDlq(m, ctx, `no ack after ${retry.maxDeliver} deliveries (a worker died or timed out)`, job);
     }
-    let job: Job;
     try {
       job = parseJob(m.data);
     } catch (err) {
@@ -121,7 +143,14 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
     }
     inHand.set(m, Date.now());
     try {
-      await handler(job, ctx);
+      if (opts.status && isFinal(await advance(opts.status, job.id, running()))) {
+        // It ended already and this is a redelivery (its ack was lost): do not run it again.
+        log.info({ worker: name, id: job.id, delivery: ctx.delivery }, "already ended (status store): acked without running it again");
+        m.ack();
+        return;
+      }
+      const result = await handler(job, ctx);
+      if (opts.status) await advance(opts.status, job.id, { state: "done", at: Date.now(), result });
     } catch (err) {
       if (nc.isClosed()) return; // we are going away: the server redelivers the job after ack_wait
       const reason = err instanceof Error ? err.message : String(err);

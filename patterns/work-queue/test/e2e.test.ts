@@ -10,6 +10,17 @@ import { DlqHeaders, deadLetter, startDeadLetterMover } from "../src/dead-letter
 import { listDeadLetters, requeue } from "../src/dlq.js";
 import { encodeJob, type Outgoing, publishJobs } from "../src/producer.js";
 import { DLQ_STREAM, GRACE_DELIVERIES, type RetryPolicy, STREAM, setup } from "../src/setup.js";
+import {
+  advance,
+  getStatus,
+  type JobStatus,
+  markQueued,
+  perKeyTtl,
+  STATUS_BUCKET,
+  type StatusStore,
+  setupStatus,
+  waitForResult,
+} from "../src/status.js";
 import { type Handler, type Outcome, startWorker, type Worker, type WorkerOptions } from "../src/worker.js";
 
 const retry: RetryPolicy = { backoffMs: [200, 400, 600], maxDeliver: 4 };
@@ -464,6 +475,114 @@ describe("dead-letter operations (src/dlq.ts, pnpm run dlq)", () => {
       const r = await dlq([...args]);
       expect(r.code).toBe(1);
       expect(r.stderr.trim().split("\n")).toEqual([expect.stringMatching(line)]);
+    }
+  });
+});
+
+// Here too, for the same reason: the JOBS streams are shared on a server given by NATS_URL.
+describe("job status, progress and results (src/status.ts)", () => {
+  let status: StatusStore;
+  beforeEach(async () => {
+    await jsm.streams.delete(`KV_${STATUS_BUCKET}`).catch(() => {});
+    status = await setupStatus(nc);
+  });
+  /** Queues jobs the way a caller that wants their status does: the status first, then the job. */
+  const queue = async (jobs: Outgoing[]) => {
+    for (const j of jobs) await markQueued(status, j.id);
+    await publishJobs(nc, jobs);
+  };
+
+  it("gives a waiting client the job's result once it is done, and every progress update in order", async () => {
+    const t = tally();
+    await spawnWorkers(
+      1,
+      async (job, ctx) => {
+        for (const p of [0.25, 0.5, 0.75]) {
+          await sleep(20);
+          await ctx.progress(p);
+        }
+        return { thumbnail: `${job.id}.png` };
+      },
+      t.onOutcome,
+      "w",
+      { status },
+    );
+    const [job] = jobsNamed("report", 1);
+    await markQueued(status, job!.id);
+    const seen: JobStatus[] = [];
+    const result = waitForResult(status, job!.id, 15_000, (s) => seen.push(s));
+    await publishJobs(nc, [job!]);
+    expect(await result).toMatchObject({ state: "done", result: { thumbnail: "report-0.png" } });
+    expect(seen.map((s) => (s.state === "running" ? `running ${s.progress ?? 0}` : s.state))).toEqual([
+      "queued",
+      "running 0",
+      "running 0.25",
+      "running 0.5",
+      "running 0.75",
+      "done",
+    ]);
+    expect(await getStatus(status, job!.id)).toMatchObject({ state: "done" }); // and it stays
+  });
+
+  it("reports a job that dies as dead-lettered with its reason; requeued once fixed, it ends done", async () => {
+    let fixed = false;
+    const t = tally();
+    await spawnWorkers(
+      1,
+      async () => {
+        if (!fixed) throw new Error("the image service is down");
+        return "ok";
+      },
+      t.onOutcome,
+      "w",
+      { status },
+    );
+    const [job] = jobsNamed("doomed", 1);
+    await queue([job!]);
+    const dead = await waitForResult(status, job!.id, 15_000);
+    expect(dead).toMatchObject({
+      state: "dead_lettered",
+      reason: `failed on delivery ${retry.maxDeliver} of ${retry.maxDeliver}: the image service is down`,
+    });
+    fixed = true;
+    const [letter] = await listDeadLetters(jsm);
+    await requeue(jetstream(nc), jsm, letter!.seq, { status }); // resets the status to queued first
+    expect(await waitForResult(status, job!.id, 15_000)).toMatchObject({ state: "done", result: "ok" });
+  });
+
+  it("never goes backwards: a late redelivery of a done job is acked without running it, the status stays done", async () => {
+    const [job] = jobsNamed("late", 1);
+    await markQueued(status, job!.id);
+    await advance(status, job!.id, { state: "done", at: Date.now(), result: 1 });
+    expect(await advance(status, job!.id, { state: "running", at: Date.now(), worker: "x", delivery: 2 })).toMatchObject({ state: "done" });
+    expect(await advance(status, job!.id, { state: "queued", at: Date.now() })).toMatchObject({ state: "done" });
+    let ran = 0;
+    await spawnWorkers(
+      1,
+      async () => void ran++,
+      () => {},
+      "w",
+      { status },
+    );
+    await publishJobs(nc, [job!]); // as if its ack had been lost and it came again
+    await waitFor("the job acked", async () => (await jsm.streams.info(STREAM)).state.messages === 0);
+    expect(ran).toBe(0);
+    expect(await getStatus(status, job!.id)).toMatchObject({ state: "done", result: 1 });
+  });
+
+  it("lets a final status expire: per entry (a TTL on the final write) on 2.11+, by the bucket's max age before", async () => {
+    const [job] = jobsNamed("kept", 1);
+    await markQueued(status, job!.id);
+    await advance(status, job!.id, { state: "done", at: Date.now() });
+    const last = await jsm.streams.getMessage(`KV_${STATUS_BUCKET}`, { last_by_subj: `$KV.${STATUS_BUCKET}.${job!.id}` });
+    const { config } = await jsm.streams.info(`KV_${STATUS_BUCKET}`);
+    if (perKeyTtl(nc.info?.version)) {
+      expect(last!.header.get("Nats-TTL")).toBe("3600s");
+      expect(config.allow_msg_ttl).toBe(true);
+      expect(config.max_age).toBe(0);
+    } else {
+      expect(last!.header.get("Nats-TTL")).toBe("");
+      expect(config.max_age).toBe(3_600_000 * 1_000_000); // nanoseconds
     }
   });
 });
