@@ -80,6 +80,34 @@ const project =
   basename(dir)
     .toLowerCase()
     .replace(/[^a-z0-9._-]+/g, "-") || name;
+// A pattern with a service (src/service.ts, npm start): the starter's test also starts it, feeds it
+// jobs from another process (src/producer.ts) and stops it with SIGTERM, which must end in exit 0.
+const serviceTest = `
+it("serves jobs published by another process with npm start's service, and exits 0 on SIGTERM", async () => {
+  const service = spawn(process.execPath, ["--import", "tsx", "src/service.ts"], { env: { ...process.env, LOG_FORMAT: "json" }, stdio: ["ignore", "pipe", "inherit"] });
+  const processed = new Set<string>();
+  let serving = false;
+  createInterface({ input: service.stdout! }).on("line", (l) => {
+    const line = JSON.parse(l) as { msg: string; id?: string };
+    if (line.msg === "serving jobs") serving = true;
+    if (line.msg === "processed" && line.id) processed.add(line.id);
+  });
+  const exited = new Promise<number | null>((resolve) => service.once("exit", resolve));
+  try {
+    for (let i = 0; i < 200 && !serving; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(serving).toBe(true);
+    const producer = spawnSync(process.execPath, ["--import", "tsx", "src/producer.ts", "20"], { encoding: "utf8", timeout: 60_000 });
+    expect(producer.status, producer.stderr).toBe(0);
+    for (let i = 0; i < 300 && processed.size < 20; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(processed.size).toBe(20);
+    service.kill("SIGTERM");
+    expect(await exited).toBe(0);
+  } finally {
+    if (service.exitCode === null) service.kill("SIGKILL");
+  }
+});
+`;
+
 const json = (value: unknown) => `${JSON.stringify(value, null, 2)}\n`;
 writeFileSync(
   join(dir, "package.json"),
@@ -90,10 +118,11 @@ writeFileSync(
     type: "module",
     description: pkg.description,
     engines: { node: ">=20" },
-    // The pattern's own tools (e.g. work-queue's `dlq`) come along: every script that runs a file of src/.
+    // The pattern's own entries come along: every script that runs a file of src/ (work-queue: the
+    // service as `start`, the demo as `demo`, `dlq`); a pattern without a service starts its demo.
     scripts: {
-      ...Object.fromEntries(Object.entries(pkg.scripts ?? {}).filter(([, cmd]) => cmd.startsWith("tsx src/"))),
       start: "tsx src/main.ts",
+      ...Object.fromEntries(Object.entries(pkg.scripts ?? {}).filter(([, cmd]) => cmd.startsWith("tsx src/"))),
       test: "vitest run --testTimeout=120000",
       typecheck: "tsc -p tsconfig.json",
     },
@@ -104,12 +133,14 @@ writeFileSync(
 const base = JSON.parse(readFileSync(join(repoRoot, "tsconfig.base.json"), "utf8")) as object;
 writeFileSync(join(dir, "tsconfig.json"), json({ ...base, include: ["src", "test"] }));
 writeFileSync(join(dir, ".gitignore"), "node_modules/\n");
+const readme = readFileSync(join(from, "README.md"), "utf8");
+const hasService = existsSync(join(from, "src/service.ts"));
 writeFileSync(
   join(dir, "test/starter.test.ts"),
   `// Runs the demo (src/main.ts) against the nats-server at NATS_URL and checks its accounting: it
-// exits 0 and its summary says nothing was lost or duplicated. Replace with tests of your own code.
-import { spawnSync } from "node:child_process";
-import { expect, it } from "vitest";
+// exits 0 and its summary says nothing was lost or duplicated.${hasService ? " Then starts the service (npm start), feeds it and\n// stops it." : ""} Replace with tests of your own code.
+import { ${hasService ? "spawn, " : ""}spawnSync } from "node:child_process";
+${hasService ? 'import { createInterface } from "node:readline";\n' : ""}import { expect, it } from "vitest";
 
 it("runs the ${name} demo against NATS_URL: nothing lost, nothing duplicated", () => {
   if (!process.env.NATS_URL) throw new Error("set NATS_URL to a nats-server with JetStream enabled (e.g. nats-server -js, or docker run -p 4222:4222 nats -js)");
@@ -125,9 +156,9 @@ it("runs the ${name} demo against NATS_URL: nothing lost, nothing duplicated", (
   if (summary.duplicates !== undefined) expect(summary.duplicates).toBe(0);
   if (summary.in_both !== undefined) expect(summary.in_both).toBe(0);
 });
-`,
+${hasService ? serviceTest : ""}`,
 );
-const readme = readFileSync(join(from, "README.md"), "utf8");
+
 writeFileSync(
   join(dir, "README.md"),
   `<!-- Made by "pnpm run new ${name}" from jetstream-patterns; the pattern's README follows. -->
@@ -138,7 +169,12 @@ JetStream (\`nats-server -js\`, or \`docker run -p 4222:4222 nats -js\`).
 
 \`\`\`sh
 npm install
-NATS_URL=nats://127.0.0.1:4222 npm start     # the demo (options: npm start -- --help)
+${
+  hasService
+    ? `NATS_URL=nats://127.0.0.1:4222 npm start     # the service: serves jobs until SIGTERM (see src/service.ts)
+NATS_URL=nats://127.0.0.1:4222 npm run demo  # the demo (options: npm run demo -- --help)`
+    : "NATS_URL=nats://127.0.0.1:4222 npm start     # the demo (options: npm start -- --help)"
+}
 NATS_URL=nats://127.0.0.1:4222 npm test      # runs the demo and checks nothing was lost
 \`\`\`
 

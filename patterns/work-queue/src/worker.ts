@@ -63,8 +63,11 @@ export interface WorkerOptions {
 
 export interface Worker {
   name: string;
-  /** Stops pulling, finishes the jobs in hand (within about a second when idle). */
-  stop(): Promise<void>;
+  /**
+   * Stops pulling and finishes the jobs in hand (within about a second when idle). After `deadlineMs`
+   * (default: no deadline) the jobs still in hand are nak'ed, so they go straight back to the queue.
+   */
+  stop(deadlineMs?: number): Promise<void>;
 }
 
 export async function startWorker(opts: WorkerOptions): Promise<Worker> {
@@ -240,10 +243,21 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
 
   return {
     name,
-    async stop() {
+    async stop(deadlineMs = Number.POSITIVE_INFINITY) {
       stopping = true;
       changed();
-      await done;
+      if (deadlineMs === Number.POSITIVE_INFINITY) return done;
+      const timer = delay(deadlineMs);
+      const finished = await Promise.race([done.then(() => true), timer.then(() => false)]);
+      timer.cancel();
+      if (finished) return;
+      // Past the deadline: the jobs still in hand go back to the queue now (a nak), for another worker
+      // to take at once rather than after their ack_wait. Their handlers may have done part of the work.
+      // Our own pulls end first (they expire within a second): a nak'ed job must not come back to us.
+      await Promise.all(fetches);
+      for (const m of inHand.keys()) m.nak();
+      log.warn({ worker: name, handed_back: inHand.size }, "stop deadline passed: the jobs in hand went back to the queue");
+      clearInterval(heartbeat);
     },
   };
 }
