@@ -372,7 +372,12 @@ describe("pnpm run new", () => {
     const pkg = JSON.parse(readFileSync(join(dir, "wq/package.json"), "utf8"));
     expect(JSON.stringify(pkg)).not.toMatch(/workspace:|@repo\//);
     expect(pkg.dependencies["@nats-io/jetstream"]).toMatch(/^\^\d+\.\d+\.\d+$/);
-    expect(pkg.scripts).toMatchObject({ start: "tsx src/service.ts", demo: "tsx src/main.ts", dlq: "tsx src/dlq.ts", test: expect.stringContaining("vitest run") });
+    expect(pkg.scripts).toMatchObject({
+      start: "tsx src/service.ts",
+      demo: "tsx src/main.ts",
+      dlq: "tsx src/dlq.ts",
+      test: expect.stringContaining("vitest run"),
+    });
     for (const f of [
       "src/main.ts",
       "src/worker.ts",
