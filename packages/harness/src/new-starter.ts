@@ -25,6 +25,7 @@ const testArgs: Record<string, string[]> = {
   "priority-queue": ["--tasks", "10"],
   "exactly-once": ["--charges", "40"],
   "event-sourcing": ["--writers", "3", "--withdrawals", "5"],
+  "scheduled-jobs": ["--delay-ms", "1000", "--recurring-runs", "2"],
 };
 
 const [name, target] = process.argv.slice(2);

@@ -134,6 +134,26 @@ describe("pnpm run pattern", () => {
     expect(r.stdout).toMatch(/summary: processed=\d+ dead_lettered=\d+ redelivered=\d+ left=0 lost=0 in_both=0/);
   });
 
+  it("refuses scheduled-jobs in one line on a server before 2.12, and runs it on one after", async () => {
+    const r = await run(["scheduled-jobs", "--delay-ms", "1000", "--recurring-runs", "2"], { NATS_URL: url });
+    expect(r.stdout + r.stderr).not.toContain(password);
+    if (compareVersions(server.version, "2.12.0") < 0) {
+      expect(r.code).toBe(1);
+      expect(oneLine(r.stderr)).toEqual([
+        `error: scheduled jobs need nats-server >= 2.12 (message schedules; @every, cron and time zones: 2.14); this server is ${server.version}`,
+      ]);
+    } else {
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout.trim().split("\n").at(-1)!)).toMatchObject({
+        once: 1,
+        early: 0,
+        debounced_runs: 1,
+        cancelled_runs: 0,
+        lost: 0,
+      });
+    }
+  });
+
   for (const name of ["fanout", "dedup-publish", "ordered-replay", "priority-queue", "exactly-once", "event-sourcing"]) {
     it(`runs ${name} against NATS_URL (with user:password in it) and ends with a summary line that shows the guarantee held`, async () => {
       const r = await run([name], { NATS_URL: url });
