@@ -90,7 +90,7 @@ it("serves jobs published by another process with npm start's service, and exits
   let serving = false;
   createInterface({ input: service.stdout! }).on("line", (l) => {
     const line = JSON.parse(l) as { msg: string; id?: string };
-    if (line.msg === "serving jobs") serving = true;
+    if (line.msg === "serving") serving = true;
     if (line.msg === "processed" && line.id) processed.add(line.id);
   });
   const exited = new Promise<number | null>((resolve) => service.once("exit", resolve));

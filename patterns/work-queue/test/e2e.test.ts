@@ -6,6 +6,7 @@ import { freePort, type NatsServer, sleep, useServer, waitFor } from "@repo/harn
 import { storedMessages, versionAtLeast } from "@repo/kit";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { pauseWorkers, resumeWorkers } from "../src/control.js";
 import { DlqHeaders, deadLetter, startDeadLetterMover } from "../src/dead-letter.js";
 import { listDeadLetters, requeue } from "../src/dlq.js";
 import { encodeJob, type Outgoing, publishJobs } from "../src/producer.js";
@@ -603,7 +604,7 @@ describe("the worker service (src/service.ts, a starter's npm start)", () => {
     child.stderr.on("data", (d) => (stderr += d));
     createInterface({ input: child.stdout }).on("line", (l) => {
       const line = JSON.parse(l) as { msg: string; id?: string };
-      if (line.msg === "serving jobs") serving = true;
+      if (line.msg === "serving") serving = true;
       if (line.msg === "processed") ids.push(line.id!);
     });
     const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
@@ -665,5 +666,42 @@ describe("the worker service (src/service.ts, a starter's npm start)", () => {
     } finally {
       for (const s of [a, b]) if (s.child.exitCode === null) s.child.kill("SIGKILL");
     }
+  });
+});
+
+describe("pausing and resuming the workers' consumer (src/control.ts, pnpm run pause / resume)", () => {
+  const control = (args: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, ["--import", "tsx", "src/control.ts", ...args], {
+        env: { ...process.env, NATS_URL: server.url },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let [stdout, stderr] = ["", ""];
+      child.stdout.on("data", (d) => (stdout += d));
+      child.stderr.on("data", (d) => (stderr += d));
+      child.once("exit", (code) => resolve({ code, stdout, stderr }));
+    });
+
+  it("holds every job while paused (2.11+) and delivers them after a resume; refuses in one line before 2.11", async () => {
+    const version = nc.info?.version;
+    if (!versionAtLeast(version, "2.11.0")) {
+      await expect(pauseWorkers(jsm, version)).rejects.toThrow(`pausing a consumer needs nats-server >= 2.11; this server is ${version}`);
+      const r = await control(["pause"]);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split("\n")).toEqual([`error: pausing a consumer needs nats-server >= 2.11; this server is ${version}`]);
+      return;
+    }
+    const t = tally();
+    await spawnWorkers(1, async () => {}, t.onOutcome);
+    const paused = await control(["pause", "5"]);
+    expect(paused.code, paused.stderr).toBe(0);
+    expect(paused.stdout).toMatch(/^paused JOBS\/workers until /);
+    expect((await jsm.consumers.info(STREAM, "workers")).paused).toBe(true);
+    await publishJobs(nc, jobsNamed("held", 3));
+    await sleep(1_500);
+    expect(t.ids("processed")).toEqual([]); // queued, not delivered
+    expect((await jsm.streams.info(STREAM)).state.messages).toBe(3);
+    await resumeWorkers(jsm, version);
+    await waitFor("the held jobs processed", () => t.ids("processed").length === 3);
   });
 });
