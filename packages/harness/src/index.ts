@@ -12,5 +12,6 @@ export {
   useRolesServer,
   useServer,
 } from "./server.js";
+export { type ServiceCheck, serviceChecks } from "./services.js";
 export { refusal, sleep, waitFor } from "./testing.js";
 export { makeTestCerts, type TestCerts } from "./tls.js";

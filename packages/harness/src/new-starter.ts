@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { basename, join, resolve } from "node:path";
 import { repoRoot } from "./binary.js";
 import { patternNames } from "./patterns.js";
+import { type ServiceCheck, serviceChecks } from "./services.js";
 
 const usage =
   "usage: pnpm run new <pattern> <dir>   (writes a standalone copy of the pattern into <dir>, which must not exist or be empty)";
@@ -82,25 +83,25 @@ const project =
     .toLowerCase()
     .replace(/[^a-z0-9._-]+/g, "-") || name;
 // A pattern with a service (src/service.ts, npm start): the starter's test also starts it, feeds it
-// jobs from another process (src/producer.ts) and stops it with SIGTERM, which must end in exit 0.
-const serviceTest = `
-it("serves jobs published by another process with npm start's service, and exits 0 on SIGTERM", async () => {
+// work from another process (serviceChecks: e.g. src/producer.ts) and stops it with SIGTERM, which
+// must end in exit 0.
+const serviceTest = (check: ServiceCheck) => `
+it("serves work fed by another process with npm start's service, and exits 0 on SIGTERM", async () => {
   const service = spawn(process.execPath, ["--import", "tsx", "src/service.ts"], { env: { ...process.env, LOG_FORMAT: "json" }, stdio: ["ignore", "pipe", "inherit"] });
-  const processed = new Set<string>();
-  let serving = false;
+  let [serving, done] = [false, 0];
   createInterface({ input: service.stdout! }).on("line", (l) => {
-    const line = JSON.parse(l) as { msg: string; id?: string };
+    const line = JSON.parse(l) as { msg: string };
     if (line.msg === "serving") serving = true;
-    if (line.msg === "processed" && line.id) processed.add(line.id);
+    if (line.msg === ${JSON.stringify(check.msg)}) done++;
   });
   const exited = new Promise<number | null>((resolve) => service.once("exit", resolve));
   try {
     for (let i = 0; i < 200 && !serving; i++) await new Promise((r) => setTimeout(r, 100));
     expect(serving).toBe(true);
-    const producer = spawnSync(process.execPath, ["--import", "tsx", "src/producer.ts", "20"], { encoding: "utf8", timeout: 60_000 });
-    expect(producer.status, producer.stderr).toBe(0);
-    for (let i = 0; i < 300 && processed.size < 20; i++) await new Promise((r) => setTimeout(r, 100));
-    expect(processed.size).toBe(20);
+    const feed = spawnSync(process.execPath, ["--import", "tsx", ${check.feed.map((a) => JSON.stringify(a)).join(", ")}], { encoding: "utf8", timeout: 60_000 });
+    expect(feed.status, feed.stderr).toBe(0);
+    for (let i = 0; i < 300 && done < ${check.count}; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(done).toBeGreaterThanOrEqual(${check.count});
     service.kill("SIGTERM");
     expect(await exited).toBe(0);
   } finally {
@@ -136,6 +137,8 @@ writeFileSync(join(dir, "tsconfig.json"), json({ ...base, include: ["src", "test
 writeFileSync(join(dir, ".gitignore"), "node_modules/\n");
 const readme = readFileSync(join(from, "README.md"), "utf8");
 const hasService = existsSync(join(from, "src/service.ts"));
+const check = hasService ? serviceChecks[name] : undefined;
+if (hasService && !check) fail(`${name} has a service but no entry in packages/harness/src/services.ts: add how to feed it`);
 writeFileSync(
   join(dir, "test/starter.test.ts"),
   `// Runs the demo (src/main.ts) against the nats-server at NATS_URL and checks its accounting: it
@@ -157,7 +160,7 @@ it("runs the ${name} demo against NATS_URL: nothing lost, nothing duplicated", (
   if (summary.duplicates !== undefined) expect(summary.duplicates).toBe(0);
   if (summary.in_both !== undefined) expect(summary.in_both).toBe(0);
 });
-${hasService ? serviceTest : ""}`,
+${check ? serviceTest(check) : ""}`,
 );
 
 writeFileSync(
@@ -172,7 +175,7 @@ JetStream (\`nats-server -js\`, or \`docker run -p 4222:4222 nats -js\`).
 npm install
 ${
   hasService
-    ? `NATS_URL=nats://127.0.0.1:4222 npm start     # the service: serves jobs until SIGTERM (see src/service.ts)
+    ? `NATS_URL=nats://127.0.0.1:4222 npm start     # the service: serves until SIGTERM (see src/service.ts)
 NATS_URL=nats://127.0.0.1:4222 npm run demo  # the demo (options: npm run demo -- --help)`
     : "NATS_URL=nats://127.0.0.1:4222 npm start     # the demo (options: npm start -- --help)"
 }

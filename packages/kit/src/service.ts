@@ -33,6 +33,20 @@ function healthServer(nc: NatsConnection, running: Running, log: Logger): Server
   });
 }
 
+/**
+ * For a stop that cannot hand work back: waits for it at most `deadlineMs`. Work still in hand then
+ * is not acked, so the server delivers it again after its ack_wait.
+ */
+export async function within(stop: Promise<void>, deadlineMs: number, log: Logger): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(true), deadlineMs);
+  });
+  const passed = await Promise.race([stop.then(() => false), late]);
+  clearTimeout(timer);
+  if (passed) log.warn({ deadline_ms: deadlineMs }, "stop deadline passed: unacked work comes back after its ack_wait");
+}
+
 /** Runs `start` as a service until SIGTERM or SIGINT (both a clean stop: exit 0). */
 export function runService(name: string, start: (nc: NatsConnection, log: Logger) => Promise<Running>): void {
   runMain(name, async (signal, log) => {

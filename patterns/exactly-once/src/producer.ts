@@ -2,7 +2,7 @@
 // duplicate_window is stored once. (After the window it would be stored again: the effects below hold
 // anyway.)
 import type { NatsConnection } from "@nats-io/transport-node";
-import { jsonObject, MalformedPayload, publishBatch, type Tally } from "@repo/kit";
+import { connectFromEnv, intOption, isEntry, jsonObject, MalformedPayload, publishBatch, runMain, type Tally } from "@repo/kit";
 import { COMMAND_SUBJECT, COMMANDS } from "./setup.js";
 
 export interface Charge {
@@ -34,4 +34,15 @@ export function publishCharges(nc: NatsConnection, charges: Charge[]): Promise<T
 
 export function charges(count: number, prefix: string, accounts = 3): Charge[] {
   return Array.from({ length: count }, (_, i) => ({ id: `${prefix}-${i}`, account: `acct-${i % accounts}`, amount: 100 + (i % 7) }));
+}
+
+// CLI: `tsx src/producer.ts [count]` requests `count` charges (setup must have run: the demo or the service does it).
+if (isEntry(import.meta.url)) {
+  runMain("producer", async (_signal, log) => {
+    const count = intOption("count", process.argv[2] ?? "10");
+    const nc = await connectFromEnv("exactly-once-producer");
+    const tally = await publishCharges(nc, charges(count, Date.now().toString(36)));
+    log.info(tally, "requested");
+    await nc.drain();
+  });
 }

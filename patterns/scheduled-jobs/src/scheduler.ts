@@ -1,7 +1,7 @@
 // Scheduling jobs: each schedule has a name (its subject is schedule.<name>, its jobs go to
 // due.<name>) and carries the job's payload. Publishing a schedule under a name in use replaces it.
-import type { JetStreamClient, JetStreamManager, ScheduleSpec } from "@nats-io/jetstream";
-import { isNotFound, UserError } from "@repo/kit";
+import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager, type ScheduleSpec } from "@nats-io/jetstream";
+import { connectFromEnv, intOption, isEntry, isNotFound, runMain, UserError } from "@repo/kit";
 import { DUE_PREFIX, SCHEDULE_PREFIX, STREAM } from "./setup.js";
 
 export interface Job {
@@ -61,4 +61,35 @@ export async function scheduled(jsm: JetStreamManager): Promise<string[]> {
   return Object.keys(state.subjects ?? {})
     .map((s) => s.slice(SCHEDULE_PREFIX.length + 1))
     .sort();
+}
+
+const usage = `usage: schedule <name> in <ms> | <name> every <interval, e.g. 30s> | <name> cron "<sec min hour dom mon dow>" [time zone]
+       schedule cancel <name> | list`;
+
+// CLI: `npm run schedule -- report in 60000`, `npm run schedule -- tick every 30s`,
+// `npm run schedule -- nightly cron "0 0 5 * * *" America/Denver`, `npm run schedule -- cancel tick`.
+if (isEntry(import.meta.url)) {
+  runMain("schedule", async (_signal, log) => {
+    const [first, second, third, fourth] = process.argv.slice(2);
+    const nc = await connectFromEnv("scheduled-jobs-scheduler");
+    try {
+      const jsm = await jetstreamManager(nc);
+      if (first === "list") return void log.info({ schedules: await scheduled(jsm) }, "schedules");
+      if (first === "cancel" && second) return void log.info({ cancelled: await cancel(jsm, second) }, `cancel ${second}`);
+      if (!first || !third) throw new UserError(usage);
+      const when: When | undefined =
+        second === "in"
+          ? { inMs: intOption("ms", third) }
+          : second === "every"
+            ? { every: third }
+            : second === "cron"
+              ? { cron: third, timezone: fourth }
+              : undefined;
+      if (!when) throw new UserError(usage);
+      const seq = await schedule(jetstream(nc), first, when, { id: `${first}-${Date.now().toString(36)}`, task: first });
+      log.info({ schedule: first, when, seq }, "scheduled");
+    } finally {
+      await nc.close();
+    }
+  });
 }
