@@ -1,6 +1,7 @@
 // How to check a pattern's service (src/service.ts, a starter's `npm start`) from outside: a command
 // that feeds it work from another process, the log line it writes per piece of work, and how many of
-// them the feed makes. Used by the starters' tests (`pnpm run new`) and the fault suite.
+// them the feed makes. Used by the starters' tests (`pnpm run new`) and the fault suite. dedup-publish
+// has no service: its idempotent publisher is a library your own service calls (src/producer.ts).
 export interface ServiceCheck {
   /** A src/ entry and its arguments, run with tsx in the pattern's directory. */
   feed: string[];
@@ -16,4 +17,6 @@ export const serviceChecks: Record<string, ServiceCheck> = {
   fanout: { feed: ["src/producer.ts", "5"], msg: "event", count: 15 },
   "exactly-once": { feed: ["src/producer.ts", "10"], msg: "applied", count: 10 },
   "scheduled-jobs": { feed: ["src/scheduler.ts", "check", "in", "1000"], msg: "ran", count: 1 },
+  "ordered-replay": { feed: ["src/producer.ts", "10"], msg: "event", count: 10 },
+  "event-sourcing": { feed: ["src/command.ts", "open", "check", "ann"], msg: "projected", count: 1 },
 };
