@@ -1,7 +1,7 @@
 export { cachedVersions, compareVersions, findServerBinary, repoRoot, type ServerBinary } from "./binary.js";
 export { type ClusterNode, type NatsCluster, startCluster } from "./cluster.js";
 export { type OperatorMode, operatorMode } from "./operator.js";
-export { notPermitted, type Roles, startRoles } from "./roles.js";
+export { notPermitted, type Roles, rolesForTests, startRoles } from "./roles.js";
 export {
   externalServer,
   freePort,

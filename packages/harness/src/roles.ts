@@ -2,6 +2,7 @@
 // skip the account-info check (so a refusal is the operation's own), and the line a refusal gives.
 import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll } from "vitest";
 import { type NatsServer, useRolesServer } from "./server.js";
 
 export interface Roles {
@@ -36,3 +37,27 @@ export async function startRoles(version?: string): Promise<Roles> {
 /** The kit's line for a refused publish to `subject` (every JetStream API call is one). */
 export const notPermitted = (subject: string) =>
   new RegExp(`^not permitted: this user may not publish to ${subject.replace(/[$.*>]/g, (c) => `\\${c}`)} — `);
+
+/**
+ * For a test file: starts the roles server before its tests and stops it after them. The Roles it
+ * returns are for use inside the tests (before, the server is not there yet).
+ */
+export function rolesForTests(): Roles {
+  let roles: Roles | undefined;
+  beforeAll(async () => {
+    roles = await startRoles();
+  });
+  afterAll(() => roles?.close());
+  const started = () => {
+    if (!roles) throw new Error("the roles server starts in beforeAll: use it inside tests");
+    return roles;
+  };
+  return {
+    get server() {
+      return started().server;
+    },
+    as: (user) => started().as(user),
+    manager: (user) => started().manager(user),
+    close: async () => {}, // afterAll does it
+  };
+}

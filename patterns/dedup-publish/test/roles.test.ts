@@ -1,17 +1,13 @@
 // The pattern run by its least-privilege roles (nats/roles.conf): each does its job, and is refused
 // another's with a line that names what it may not do.
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { notPermitted, type Roles, refusal, startRoles } from "@repo/harness";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { notPermitted, refusal, rolesForTests } from "@repo/harness";
+import { describe, expect, it } from "vitest";
 import { payment, publishIdempotent } from "../src/producer.js";
 import { readStored, storedTwice } from "../src/reader.js";
 import { STREAM, setup } from "../src/setup.js";
 
-let roles: Roles;
-beforeAll(async () => {
-  roles = await startRoles();
-});
-afterAll(() => roles?.close());
+const roles = rolesForTests();
 
 describe("dedup-publish roles (nats/roles.conf)", () => {
   it("admin sets up, the producer publishes each payment twice, the reader finds each stored once", async () => {

@@ -2,19 +2,15 @@
 // another's with a line that names what it may not do.
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { notPermitted, type Roles, refusal, startRoles, waitFor } from "@repo/harness";
+import { notPermitted, refusal, rolesForTests, waitFor } from "@repo/harness";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { readBalance, startProjection } from "../src/projection.js";
 import { BALANCES, PROJECTION, SNAPSHOTS, STREAM, setup } from "../src/setup.js";
 import { execute, saveSnapshot } from "../src/store.js";
 
 const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
-let roles: Roles;
-beforeAll(async () => {
-  roles = await startRoles();
-});
-afterAll(() => roles?.close());
+const roles = rolesForTests();
 
 describe("event-sourcing roles (nats/roles.conf)", () => {
   it("admin sets up, the app executes commands and snapshots, the projection keeps the balance", async () => {

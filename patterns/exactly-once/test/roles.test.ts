@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { notPermitted, type Roles, refusal, startRoles, waitFor } from "@repo/harness";
+import { notPermitted, refusal, rolesForTests, waitFor } from "@repo/harness";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Outcome, startApplier } from "../src/applier.js";
@@ -14,16 +14,12 @@ import { charges, publishCharges } from "../src/producer.js";
 import { COMMANDS, CONSUMER, LEDGER, STATES_BUCKET, setup } from "../src/setup.js";
 
 const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
-let roles: Roles;
+const roles = rolesForTests();
 let dir: string;
-beforeAll(async () => {
-  roles = await startRoles();
+beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), "jsp-bank-"));
 });
-afterAll(async () => {
-  await roles?.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("exactly-once roles (nats/roles.conf)", () => {
   it("admin sets up, the producer requests charges, the applier applies each once", async () => {

@@ -2,19 +2,15 @@
 // another's with a line that names what it may not do.
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { notPermitted, type Roles, refusal, startRoles } from "@repo/harness";
+import { notPermitted, refusal, rolesForTests } from "@repo/harness";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { appendEvents, ledgerEvents } from "../src/producer.js";
 import { loadPosition, replay } from "../src/replayer.js";
 import { POSITIONS_BUCKET, STREAM, setup } from "../src/setup.js";
 
 const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
-let roles: Roles;
-beforeAll(async () => {
-  roles = await startRoles();
-});
-afterAll(() => roles?.close());
+const roles = rolesForTests();
 
 describe("ordered-replay roles (nats/roles.conf)", () => {
   it("admin sets up, the producer appends, the replayer replays in order and saves its position", async () => {

@@ -1,19 +1,15 @@
 // The pattern run by its least-privilege roles (nats/roles.conf): each does its job, and is refused
 // another's with a line that names what it may not do.
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { notPermitted, type Roles, refusal, startRoles, waitFor } from "@repo/harness";
+import { notPermitted, refusal, rolesForTests, waitFor } from "@repo/harness";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { publishTasks, tasksAt } from "../src/producer.js";
 import { consumerFor, STREAM, setup } from "../src/setup.js";
 import { type Done, startWorker } from "../src/worker.js";
 
 const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
-let roles: Roles;
-beforeAll(async () => {
-  roles = await startRoles();
-});
-afterAll(() => roles?.close());
+const roles = rolesForTests();
 
 describe("priority-queue roles (nats/roles.conf)", () => {
   it("admin sets up, the producer enqueues, the worker takes every task once", async () => {

@@ -1,19 +1,15 @@
 // The pattern run by its least-privilege roles (nats/roles.conf): each does its job, and is refused
 // another's with a line that names what it may not do.
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { notPermitted, type Roles, refusal, startRoles, waitFor } from "@repo/harness";
+import { notPermitted, refusal, rolesForTests, waitFor } from "@repo/harness";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { type Run, startRunner } from "../src/runner.js";
 import { cancel, schedule, scheduled } from "../src/scheduler.js";
 import { CONSUMER, STREAM, setup, support } from "../src/setup.js";
 
 const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
-let roles: Roles;
-beforeAll(async () => {
-  roles = await startRoles();
-});
-afterAll(() => roles?.close());
+const roles = rolesForTests();
 
 describe("scheduled-jobs roles (nats/roles.conf)", () => {
   it("admin sets up, the scheduler schedules and cancels, the runner runs what is due", async (ctx) => {

@@ -1,10 +1,10 @@
 // The pattern run by its least-privilege roles (nats/roles.conf): each does its job, and is refused
 // another's with a line that names what it may not do.
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { notPermitted, type Roles, refusal, startRoles, waitFor } from "@repo/harness";
+import { notPermitted, refusal, rolesForTests, waitFor } from "@repo/harness";
 import { storedMessages } from "@repo/kit";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { startDeadLetterMover } from "../src/dead-letter.js";
 import { encodeJob, publishJobs } from "../src/producer.js";
 import { CONSUMER, DLQ_STREAM, type RetryPolicy, STREAM, setup } from "../src/setup.js";
@@ -12,14 +12,9 @@ import { type Outcome, startWorker } from "../src/worker.js";
 
 const retry: RetryPolicy = { backoffMs: [200, 200], maxDeliver: 2 };
 const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
-let roles: Roles;
+const roles = rolesForTests();
 const as = (user: string) => roles.as(user);
 const manager = (user: string) => roles.manager(user);
-
-beforeAll(async () => {
-  roles = await startRoles();
-});
-afterAll(() => roles?.close());
 
 describe("work-queue roles (nats/roles.conf)", () => {
   it("admin sets up, the producer enqueues, workers process and dead-letter, the dlq mover moves: every job accounted for", async () => {
