@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { type NatsServer, repoRoot, serviceChecks, startServer, waitFor } from "@repo/harness";
+import { freePort, type NatsServer, repoRoot, serviceChecks, startServer, waitFor } from "@repo/harness";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 let server: NatsServer;
@@ -20,10 +20,18 @@ afterAll(async () => {
   rmSync(bank, { recursive: true, force: true });
 });
 
-function instance(pattern: string, name: string, msg: string) {
+function instance(pattern: string, name: string, msg: string, extra: Record<string, string> = {}) {
   const child = spawn(process.execPath, ["--import", "tsx", "src/service.ts"], {
     cwd: join(repoRoot, "patterns", pattern),
-    env: { ...process.env, NATS_URL: server.url, LOG_FORMAT: "json", WORKER_NAME: name, BANK_DIR: bank, STOP_DEADLINE_MS: "5000" },
+    env: {
+      ...process.env,
+      NATS_URL: server.url,
+      LOG_FORMAT: "json",
+      WORKER_NAME: name,
+      BANK_DIR: bank,
+      STOP_DEADLINE_MS: "5000",
+      ...extra,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const state = { serving: false, done: 0, stderr: "" };
@@ -40,12 +48,15 @@ function instance(pattern: string, name: string, msg: string) {
 describe("each pattern's service: two instances, fed from outside, stopped with SIGTERM and SIGINT", () => {
   for (const [pattern, check] of Object.entries(serviceChecks)) {
     it(`${pattern}: both exit 0 and the work fed is done (${check.count} × "${check.msg}")`, async () => {
-      const [a, b] = [instance(pattern, "a", check.msg), instance(pattern, "b", check.msg)];
+      // A service that listens gets a port each; the feed talks to the first.
+      const ports = check.listen ? [await freePort(), await freePort()] : [];
+      const listen = (i: number): Record<string, string> => (check.listen ? { [check.listen.port]: String(ports[i]) } : {});
+      const [a, b] = [instance(pattern, "a", check.msg, listen(0)), instance(pattern, "b", check.msg, listen(1))];
       try {
         await waitFor("both serving", () => a.state.serving && b.state.serving, { timeoutMs: 30_000 });
         const feed = spawnSync(process.execPath, ["--import", "tsx", ...check.feed], {
           cwd: join(repoRoot, "patterns", pattern),
-          env: { ...process.env, NATS_URL: server.url },
+          env: { ...process.env, NATS_URL: server.url, ...(check.listen ? { [check.listen.url]: `http://127.0.0.1:${ports[0]}` } : {}) },
           encoding: "utf8",
           timeout: 60_000,
         });

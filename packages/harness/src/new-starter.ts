@@ -86,8 +86,21 @@ const project =
 // work from another process (serviceChecks: e.g. src/producer.ts) and stops it with SIGTERM, which
 // must end in exit 0.
 const serviceTest = (check: ServiceCheck) => `
-it("serves work fed by another process with npm start's service, and exits 0 on SIGTERM", async () => {
-  const service = spawn(process.execPath, ["--import", "tsx", "src/service.ts"], { env: { ...process.env, LOG_FORMAT: "json" }, stdio: ["ignore", "pipe", "inherit"] });
+it("serves work fed by another process with npm start's service, and exits 0 on SIGTERM", async () => {${
+  check.listen
+    ? `
+  const port = await new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+  const listen = { ${check.listen.port}: String(port) };
+  const target = { ${check.listen.url}: \`http://127.0.0.1:\${port}\` };`
+    : `
+  const [listen, target] = [{}, {}];`
+}
+  const service = spawn(process.execPath, ["--import", "tsx", "src/service.ts"], { env: { ...process.env, LOG_FORMAT: "json", ...listen }, stdio: ["ignore", "pipe", "inherit"] });
   let [serving, done] = [false, 0];
   createInterface({ input: service.stdout! }).on("line", (l) => {
     const line = JSON.parse(l) as { msg: string };
@@ -98,7 +111,7 @@ it("serves work fed by another process with npm start's service, and exits 0 on 
   try {
     for (let i = 0; i < 200 && !serving; i++) await new Promise((r) => setTimeout(r, 100));
     expect(serving).toBe(true);
-    const feed = spawnSync(process.execPath, ["--import", "tsx", ${check.feed.map((a) => JSON.stringify(a)).join(", ")}], { encoding: "utf8", timeout: 60_000 });
+    const feed = spawnSync(process.execPath, ["--import", "tsx", ${check.feed.map((a) => JSON.stringify(a)).join(", ")}], { env: { ...process.env, ...target }, encoding: "utf8", timeout: 60_000 });
     expect(feed.status, feed.stderr).toBe(0);
     for (let i = 0; i < 300 && done < ${check.count}; i++) await new Promise((r) => setTimeout(r, 100));
     expect(done).toBeGreaterThanOrEqual(${check.count});
@@ -144,7 +157,7 @@ writeFileSync(
   `// Runs the demo (src/main.ts) against the nats-server at NATS_URL and checks its accounting: it
 // exits 0 and its summary says nothing was lost or duplicated.${hasService ? " Then starts the service (npm start), feeds it and\n// stops it." : ""} Replace with tests of your own code.
 import { ${hasService ? "spawn, " : ""}spawnSync } from "node:child_process";
-${hasService ? 'import { createInterface } from "node:readline";\n' : ""}import { expect, it } from "vitest";
+${check?.listen ? 'import { type AddressInfo, createServer } from "node:net";\n' : ""}${hasService ? 'import { createInterface } from "node:readline";\n' : ""}import { expect, it } from "vitest";
 
 it("runs the ${name} demo against NATS_URL: nothing lost, nothing duplicated", () => {
   if (!process.env.NATS_URL) throw new Error("set NATS_URL to a nats-server with JetStream enabled (e.g. nats-server -js, or docker run -p 4222:4222 nats -js)");

@@ -1,7 +1,6 @@
 // How to check a pattern's service (src/service.ts, a starter's `npm start`) from outside: a command
 // that feeds it work from another process, the log line it writes per piece of work, and how many of
-// them the feed makes. Used by the starters' tests (`pnpm run new`) and the fault suite. dedup-publish
-// has no service: its idempotent publisher is a library your own service calls (src/producer.ts).
+// them the feed makes. Used by the starters' tests (`pnpm run new`) and the fault suite.
 export interface ServiceCheck {
   /** A src/ entry and its arguments, run with tsx in the pattern's directory. */
   feed: string[];
@@ -9,6 +8,11 @@ export interface ServiceCheck {
   msg: string;
   /** How many such lines the feed makes at least (at least once: a redelivery may add one). */
   count: number;
+  /**
+   * A service that listens (HTTP): the variable that sets its port, and the one that gives the feed
+   * its URL (http://127.0.0.1:<port>).
+   */
+  listen?: { port: string; url: string };
 }
 
 export const serviceChecks: Record<string, ServiceCheck> = {
@@ -19,4 +23,5 @@ export const serviceChecks: Record<string, ServiceCheck> = {
   "scheduled-jobs": { feed: ["src/scheduler.ts", "check", "in", "1000"], msg: "ran", count: 1 },
   "ordered-replay": { feed: ["src/producer.ts", "10"], msg: "event", count: 10 },
   "event-sourcing": { feed: ["src/command.ts", "open", "check", "ann"], msg: "projected", count: 1 },
+  "dedup-publish": { feed: ["src/post.ts", "10"], msg: "stored", count: 10, listen: { port: "INGEST_PORT", url: "INGEST_URL" } },
 };

@@ -1,6 +1,7 @@
+import { spawn } from "node:child_process";
 import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
+import { freePort, type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { type Outgoing, payment, publishIdempotent, publishPipelined, tally } from "../src/producer.js";
 import { readStored, storedTwice } from "../src/reader.js";
@@ -137,5 +138,38 @@ describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "new
     expect(res[0]!.error).toBeUndefined();
     expect(res[1]!.error).toMatch(/no responders|timeout/i);
     expect(res[1]!.attempts).toBe(2);
+  });
+});
+
+describe("the ingest service (src/service.ts, a starter's npm start)", () => {
+  it("stores a payment sent twice once, answers a malformed one 400, and exits 0 on SIGTERM", async () => {
+    const port = await freePort();
+    const service = spawn(process.execPath, ["--import", "tsx", "src/service.ts"], {
+      env: { ...process.env, NATS_URL: server.url, INGEST_PORT: String(port), LOG_FORMAT: "json" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    service.stdout.on("data", (d) => (out += d));
+    const exited = new Promise<number | null>((resolve) => service.once("exit", resolve));
+    try {
+      await waitFor("the service accepting", () => out.includes("accepting payments"), { timeoutMs: 20_000 });
+      const post = (body: string) => fetch(`http://127.0.0.1:${port}/payments`, { method: "POST", body });
+      const first = await post(JSON.stringify({ id: "pay-1", amount: 250 }));
+      const again = await post(JSON.stringify({ id: "pay-1", amount: 250 })); // a client retrying after a lost answer
+      expect([first.status, again.status]).toEqual([200, 200]);
+      const [a, b] = [
+        (await first.json()) as { seq: number; duplicate: boolean },
+        (await again.json()) as { seq: number; duplicate: boolean },
+      ];
+      expect(a.duplicate).toBe(false);
+      expect(b).toEqual({ id: "pay-1", seq: a.seq, duplicate: true });
+      expect((await post("not json")).status).toBe(400);
+      expect((await post(JSON.stringify({ id: "has space", amount: 1 }))).status).toBe(400);
+      expect((await jsm.streams.info(STREAM)).state.messages).toBe(1);
+      service.kill("SIGTERM");
+      expect(await exited).toBe(0);
+    } finally {
+      if (service.exitCode === null) service.kill("SIGKILL");
+    }
   });
 });
