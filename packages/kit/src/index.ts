@@ -28,6 +28,6 @@ export {
 } from "./publisher.js";
 export { nextStored, storedMessages } from "./read.js";
 export { pull, pullRefusals, type Serving, serve } from "./serve.js";
-export { type Running, runService, within } from "./service.js";
+export { type Running, runService, stopWithin } from "./service.js";
 export { ensureConsumer, ensureStream, placed, replicas, type StreamSpec } from "./stream.js";
 export { compareVersions, versionAtLeast } from "./version.js";

@@ -37,7 +37,7 @@ function healthServer(nc: NatsConnection, running: Running, log: Logger): Server
  * For a stop that cannot hand work back: waits for it at most `deadlineMs`. Work still in hand then
  * is not acked, so the server delivers it again after its ack_wait.
  */
-export async function within(stop: Promise<void>, deadlineMs: number, log: Logger): Promise<void> {
+export async function stopWithin(stop: Promise<void>, deadlineMs: number, log: Logger): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<boolean>((resolve) => {
     timer = setTimeout(() => resolve(true), deadlineMs);

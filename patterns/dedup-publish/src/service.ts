@@ -7,7 +7,7 @@
 // answers the requests in flight within STOP_DEADLINE_MS, and exits 0 (the kit's runService).
 import { createServer, type IncomingMessage } from "node:http";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { intOption, isEntry, jsonObject, runService, within } from "@repo/kit";
+import { intOption, isEntry, jsonObject, runService, stopWithin } from "@repo/kit";
 import { payment, publishIdempotent } from "./producer.js";
 import { STREAM, setup } from "./setup.js";
 
@@ -50,7 +50,7 @@ if (isEntry(import.meta.url)) {
       stop: (deadlineMs) => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections(); // kept-alive clients would hold the close open
-        return within(closed, deadlineMs, log);
+        return stopWithin(closed, deadlineMs, log);
       },
       health: async () => ({ stored: (await jsm.streams.info(STREAM)).state.messages }),
     };

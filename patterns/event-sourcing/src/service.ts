@@ -6,7 +6,7 @@
 // the application (`npm run command -- deposit <account> <amount>`). The kit's runService gives the
 // connection, HEALTH_PORT's /healthz and the stop.
 import { jetstreamManager } from "@nats-io/jetstream";
-import { isEntry, runService, within } from "@repo/kit";
+import { isEntry, runService, stopWithin } from "@repo/kit";
 import { startProjection } from "./projection.js";
 import { PROJECTION, STREAM, setup } from "./setup.js";
 
@@ -21,7 +21,7 @@ if (isEntry(import.meta.url)) {
       onEvent: (account, seq, counted) => log.info({ account, seq, counted }, "projected"),
     });
     return {
-      stop: (deadlineMs) => within(projection.stop(), deadlineMs, log),
+      stop: (deadlineMs) => stopWithin(projection.stop(), deadlineMs, log),
       health: async () => ({ pending: (await jsm.consumers.info(STREAM, PROJECTION)).num_pending }),
     };
   });

@@ -4,7 +4,7 @@
 // the external system: replace directoryBank with your client, keyed by the charge id. The kit's
 // runService gives the connection, HEALTH_PORT's /healthz and the stop.
 import { jetstreamManager } from "@nats-io/jetstream";
-import { isEntry, runService, within } from "@repo/kit";
+import { isEntry, runService, stopWithin } from "@repo/kit";
 import { startApplier } from "./applier.js";
 import { directoryBank } from "./effects.js";
 import { COMMANDS, CONSUMER, setup } from "./setup.js";
@@ -22,7 +22,7 @@ if (isEntry(import.meta.url)) {
       onOutcome: (o) => log.info({ id: o.charge.id, ledger: o.ledger, bank: o.bank, delivery: o.delivery }, "applied"),
     });
     return {
-      stop: (deadlineMs) => within(applier.stop(), deadlineMs, log),
+      stop: (deadlineMs) => stopWithin(applier.stop(), deadlineMs, log),
       health: async () => ({ pending: (await jsm.consumers.info(COMMANDS, CONSUMER)).num_pending }),
     };
   });

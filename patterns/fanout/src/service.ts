@@ -4,7 +4,7 @@
 // in hand (within STOP_DEADLINE_MS) and exits 0. Instances with the same SERVICE_NAME share the work;
 // each name gets every event. The kit's runService gives the connection, HEALTH_PORT's /healthz and the stop.
 import { jetstreamManager } from "@nats-io/jetstream";
-import { isEntry, runService, UserError, within } from "@repo/kit";
+import { isEntry, runService, stopWithin, UserError } from "@repo/kit";
 import { startSubscriber } from "./consumer.js";
 import type { OrderEvent } from "./producer.js";
 import { addConsumer, type Retention, setup, streams } from "./setup.js";
@@ -28,7 +28,7 @@ if (isEntry(import.meta.url)) {
       onEvent: (r) => log.info({ order: r.event.orderId, type: r.event.type, seq: r.seq }, "event"),
     });
     return {
-      stop: (deadlineMs) => within(sub.stop(), deadlineMs, log),
+      stop: (deadlineMs) => stopWithin(sub.stop(), deadlineMs, log),
       health: async () => ({ consumer: name, pending: (await jsm.consumers.info(streams[retention].name, name)).num_pending }),
     };
   });

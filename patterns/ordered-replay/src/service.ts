@@ -5,7 +5,7 @@
 // shared; a restart resumes at exactly the next sequence (repeating at most the events since the last
 // checkpoint). The kit's runService gives the connection, HEALTH_PORT's /healthz and the stop.
 import { jetstreamManager } from "@nats-io/jetstream";
-import { intOption, isEntry, runService, within } from "@repo/kit";
+import { intOption, isEntry, runService, stopWithin } from "@repo/kit";
 import { type Entry, loadPosition, replay } from "./replayer.js";
 import { setup } from "./setup.js";
 
@@ -36,7 +36,7 @@ if (isEntry(import.meta.url)) {
     return {
       stop: async (deadlineMs) => {
         stopping.abort(); // saves the position of the last event handled
-        await within(
+        await stopWithin(
           replaying.then(() => undefined),
           deadlineMs,
           log,

@@ -4,7 +4,7 @@
 // runService gives the connection, HEALTH_PORT's /healthz and the stop. WORKER_NAME names it.
 // Replace handleTask with your code; make it idempotent (a task can run again after a crash).
 import { jetstreamManager } from "@nats-io/jetstream";
-import { isEntry, runService, within } from "@repo/kit";
+import { isEntry, runService, stopWithin } from "@repo/kit";
 import type { Task } from "./producer.js";
 import { consumerFor, LEVELS, STREAM, setup } from "./setup.js";
 import { startWorker } from "./worker.js";
@@ -24,7 +24,7 @@ if (isEntry(import.meta.url)) {
       onDone: (d) => log.info({ id: d.task.id, level: d.task.level }, "done"),
     });
     return {
-      stop: (deadlineMs) => within(worker.stop(), deadlineMs, log),
+      stop: (deadlineMs) => stopWithin(worker.stop(), deadlineMs, log),
       health: async () => {
         const waiting: Record<string, number> = {};
         for (const level of LEVELS) waiting[level] = (await jsm.consumers.info(STREAM, consumerFor(level))).num_pending;

@@ -4,7 +4,7 @@
 // connection, HEALTH_PORT's /healthz and the stop. Schedule jobs with `npm run schedule` (scheduler.ts).
 // Replace handleJob with your code; make it idempotent (a job can run again after a crash).
 import { jetstreamManager } from "@nats-io/jetstream";
-import { isEntry, runService, within } from "@repo/kit";
+import { isEntry, runService, stopWithin } from "@repo/kit";
 import { startRunner } from "./runner.js";
 import { type Job, scheduled } from "./scheduler.js";
 import { CONSUMER, STREAM, setup } from "./setup.js";
@@ -23,7 +23,7 @@ if (isEntry(import.meta.url)) {
       onRun: (r) => log.info({ id: r.job.id, schedule: r.schedule, delivery: r.delivery }, "ran"),
     });
     return {
-      stop: (deadlineMs) => within(runner.stop(), deadlineMs, log),
+      stop: (deadlineMs) => stopWithin(runner.stop(), deadlineMs, log),
       health: async () => ({ due: (await jsm.consumers.info(STREAM, CONSUMER)).num_pending, schedules: (await scheduled(jsm)).length }),
     };
   });
