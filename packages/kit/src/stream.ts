@@ -3,7 +3,7 @@
 import type { ConsumerConfig, JetStreamManager, StreamConfig } from "@nats-io/jetstream";
 import { delay } from "@nats-io/transport-node";
 import { UserError } from "./cli.js";
-import { ApiCodes, apiCode, isNotFound } from "./errors.js";
+import { ApiCodes, apiCode, isNotFound, isTimeout } from "./errors.js";
 
 export type StreamSpec = Partial<StreamConfig> & { name: string };
 
@@ -46,8 +46,10 @@ export async function ensureStream(
 
 /**
  * Creates, trying again for up to 20 s while the cluster cannot place the replicas (JetStream error
- * 10005): a cluster that has just started may not know yet that its peers have JetStream (seen on
- * 2.10.27 right after all nodes were healthy and current, for streams and for their consumers).
+ * 10005: a cluster that has just started may not know yet that its peers have JetStream, seen on
+ * 2.10.27 right after all nodes were healthy and current, for streams and for their consumers) or
+ * does not answer in time (a young R3 cluster's stream create timed out once in CI on 2.15.1). Trying
+ * again is safe: creating a stream, consumer or bucket that exists with the same config succeeds.
  */
 export async function placed<T>(create: () => Promise<T>): Promise<T> {
   const until = Date.now() + 20_000;
@@ -55,7 +57,7 @@ export async function placed<T>(create: () => Promise<T>): Promise<T> {
     try {
       return await create();
     } catch (err) {
-      if (apiCode(err) !== ApiCodes.ClusterNoPeers || Date.now() > until) throw err;
+      if ((apiCode(err) !== ApiCodes.ClusterNoPeers && !isTimeout(err)) || Date.now() > until) throw err;
       await delay(250);
     }
   }
