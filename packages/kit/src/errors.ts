@@ -2,7 +2,7 @@
 // never by their message text.
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import { jserrors } from "@nats-io/jetstream/internal";
-import { errors } from "@nats-io/transport-node";
+import { errors, type NatsConnection } from "@nats-io/transport-node";
 
 /**
  * JetStream API error codes this repo acts on. nats.js names some; the others are the server's own
@@ -32,12 +32,30 @@ function findCause(err: unknown, test: (e: Error) => boolean): Error | undefined
 }
 const someCause = (err: unknown, test: (e: Error) => boolean): boolean => findCause(err, test) !== undefined;
 
+export type Refusal = InstanceType<typeof errors.PermissionViolationError>;
+
+/**
+ * The publishes the server has refused this connection, by subject. A request is rejected with its
+ * refusal by nats.js, but a plain publish (a pull request, a publish whose ack comes to a shared
+ * inbox) is refused only in a connection status: those who make them look here.
+ */
+export function watchRefusals(nc: NatsConnection): { get(subject: string): Refusal | undefined; stop(): void } {
+  const refused = new Map<string, Refusal>();
+  const statuses = nc.status();
+  void (async () => {
+    for await (const s of statuses)
+      if (s.type === "error" && s.error instanceof errors.PermissionViolationError && s.error.operation === "publish")
+        refused.set(s.error.subject, s.error);
+  })();
+  return { get: (subject) => refused.get(subject), stop: () => (statuses as { stop?: () => void }).stop?.() };
+}
+
 /**
  * The server refused an operation this user's permissions do not allow: a publish (every JetStream
  * API call is a request to a $JS.API subject) or a subscription. nats.js rejects the request with it.
  */
-export const permissionDenied = (err: unknown): InstanceType<typeof errors.PermissionViolationError> | undefined =>
-  findCause(err, (e): e is InstanceType<typeof errors.PermissionViolationError> => e instanceof errors.PermissionViolationError);
+export const permissionDenied = (err: unknown): Refusal | undefined =>
+  findCause(err, (e): e is Refusal => e instanceof errors.PermissionViolationError);
 
 /** Nothing listens on the subject: no stream (yet: a restarting server, a leader election), or no JetStream. */
 export const isNoResponders = (err: unknown): boolean =>

@@ -14,6 +14,8 @@ export {
   isTransient,
   messageOf,
   permissionDenied,
+  type Refusal,
+  watchRefusals,
 } from "./errors.js";
 export { createLogger, type Logger, logSummary } from "./log.js";
 export { jsonObject, MalformedPayload } from "./payload.js";

@@ -5,8 +5,9 @@
 // publish is resent with the same Nats-Msg-Id (stored once), and when `window` publishes are in
 // flight, publish() waits for a free slot (back-pressure).
 import { PubHeaders } from "@nats-io/jetstream";
-import { createInbox, errors, headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import { createInbox, headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { explain } from "./cli.js";
+import { watchRefusals } from "./errors.js";
 
 export interface OutgoingMessage {
   subject: string;
@@ -186,22 +187,16 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   const sub: Subscription = nc.subscribe(`${inbox}.*`, { callback: (err, m) => (err ? undefined : onAck(m)) });
   // A publish this user may not make is refused in a connection status, not in an answer: the
   // messages to that subject fail at the next sweep with the line that says so (no resends, no wait).
-  const refused = new Map<string, string>();
-  const statuses = nc.status();
-  void (async () => {
-    for await (const s of statuses)
-      if (s.type === "error" && s.error instanceof errors.PermissionViolationError && s.error.operation === "publish")
-        refused.set(s.error.subject, explain(s.error));
-  })();
+  const refusals = watchRefusals(nc);
 
   // Acts on what is due: resend if that cannot store twice (nothing stored, or a msg id), else give up.
   const sweep = setInterval(
     () => {
       const now = Date.now();
       for (const [t, f] of inFlight) {
-        const no = refused.get(f.msg.subject);
-        if (no) fail(t, no);
-        if (no || now < f.due) continue;
+        const refused = refusals.get(f.msg.subject);
+        if (refused) fail(t, explain(refused));
+        if (refused || now < f.due) continue;
         if (f.unstored || (f.msg.id && f.attempts < maxAttempts)) send(t, f);
         else
           fail(
@@ -275,7 +270,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       closed = true;
       clearInterval(sweep);
       sub.unsubscribe();
-      (statuses as { stop?: () => void }).stop?.();
+      refusals.stop();
       for (const t of [...inFlight.keys()]) fail(t, "publisher closed before the ack");
       for (const w of waiting.splice(0)) w();
     },

@@ -2,27 +2,21 @@
 // serve() reads a long-lived consume(); pull() makes a new short fetch each round, which outlives a
 // server restart on every version (a consume() was seen to go silent after a restart of 2.9/2.10).
 import type { Consumer, ConsumerMessages, JsMsg } from "@nats-io/jetstream";
-import { delay, errors, type NatsConnection } from "@nats-io/transport-node";
+import { delay, type NatsConnection } from "@nats-io/transport-node";
 import { explain } from "./cli.js";
+import { type Refusal, watchRefusals } from "./errors.js";
 import type { Logger } from "./log.js";
-
-type Refusal = InstanceType<typeof errors.PermissionViolationError>;
 
 /**
  * Watches for the server refusing this connection the right to pull from a consumer. A pull request is
- * a plain publish, so nats.js reports its refusal only as a connection status while the pull itself
- * just ends without messages ("heartbeats missed"). A puller asks after a failed pull: `refused()`
- * returns the refusal (to stop with one clear line) or undefined (a passing failure: pull again).
+ * a plain publish, so its refusal comes only as a connection status while the pull itself just ends
+ * without messages ("heartbeats missed"). A puller asks after a failed pull: `refused()` returns the
+ * refusal (to stop with one clear line) or undefined (a passing failure: pull again).
  */
 export async function pullRefusals(nc: NatsConnection, consumer: Consumer): Promise<{ refused(): Refusal | undefined }> {
   const { stream_name, name } = await consumer.info(true);
-  const subject = `$JS.API.CONSUMER.MSG.NEXT.${stream_name}.${name}`;
-  let refusal: Refusal | undefined;
-  void (async () => {
-    for await (const s of nc.status())
-      if (s.type === "error" && s.error instanceof errors.PermissionViolationError && s.error.subject === subject) refusal = s.error;
-  })();
-  return { refused: () => refusal };
+  const refusals = watchRefusals(nc);
+  return { refused: () => refusals.get(`$JS.API.CONSUMER.MSG.NEXT.${stream_name}.${name}`) };
 }
 
 export interface Serving {
