@@ -1,7 +1,7 @@
 // The demo `pnpm run pattern fanout` runs: the same order events into a Limits and an Interest
 // stream, three independent consumers on each, then a late joiner, then a consumer that was down.
 
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { delay } from "@nats-io/transport-node";
 import { connectFromEnv, demoOptions, logSummary, runMain } from "@repo/kit";
 import { type Received, type Subscriber, startSubscriber } from "./consumer.js";
@@ -18,7 +18,6 @@ runMain("fanout", async (signal, log) => {
 
   const nc = await connectFromEnv("fanout-demo");
   const jsm = await jetstreamManager(nc);
-  const _js = jetstream(nc);
   await setup(jsm);
   log.info(
     { server: nc.info?.version },

@@ -102,7 +102,6 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
     const c = collect();
     const running = new Map<string, Subscriber>();
     for (const name of CONSUMERS) running.set(name, await startSubscriber({ nc, retention: "interest", name, log, onEvent: c.onEvent }));
-    const _js = jetstream(nc);
     const first = orderEvents(10, "a");
     await publishEvents(nc, first, ["interest"]);
     await waitFor("all consumers got the first batch", () => CONSUMERS.every((n) => c.by(n).length === first.length));

@@ -1,7 +1,7 @@
 // The demo `pnpm run pattern ordered-replay` runs: replay a ledger from the start, from a sequence,
 // from a time, for a subject filter; stop a replayer and resume it; follow live appends.
 
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { delay } from "@nats-io/transport-node";
 import { connectFromEnv, demoOptions, logSummary, runMain } from "@repo/kit";
 import { appendEvents, ledgerEvents } from "./producer.js";
@@ -28,7 +28,6 @@ runMain("ordered-replay", async (signal, log) => {
   const count = options.events;
 
   const nc = await connectFromEnv("ordered-replay-demo");
-  const _js = jetstream(nc);
   const jsm = await jetstreamManager(nc);
   const positions = await setup(jsm, nc);
   const run = Date.now().toString(36);

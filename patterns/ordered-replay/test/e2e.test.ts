@@ -1,4 +1,4 @@
-import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
@@ -60,7 +60,6 @@ describe(`ordered-replay on nats-server ${version}`, () => {
   });
 
   it("replays from a sequence and from a time, starting exactly there", async () => {
-    const _js = jetstream(nc);
     await appendEvents(nc, ledgerEvents(300));
     await sleep(20);
     const since = new Date();
@@ -173,7 +172,6 @@ describe(`ordered-replay on nats-server ${version}`, () => {
   });
 
   it("follows events appended during the replay, in order, without gaps", async () => {
-    const _js = jetstream(nc);
     await appendEvents(nc, ledgerEvents(500));
     const stop = new AbortController();
     const seqs: number[] = [];

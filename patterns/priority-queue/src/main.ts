@@ -1,7 +1,7 @@
 // The demo `pnpm run pattern priority-queue` runs: a backlog in all three levels served high first by
 // competing workers, the same with weights, then (on servers that have them) native priority groups.
 
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { delay, type NatsConnection } from "@nats-io/transport-node";
 import { connectFromEnv, demoOptions, type Logger, logSummary, runMain } from "@repo/kit";
 import { publishTasks, tasksAt } from "./producer.js";
@@ -21,7 +21,6 @@ async function until(check: () => boolean, ms = 30_000) {
 
 /** Native priority groups: preferred and fallback tiers (prioritized), and overflow workers. */
 async function nativeGroups(nc: NatsConnection, log: Logger, run: string, native: { prioritized: boolean; overflow: boolean }) {
-  const _js = jetstream(nc);
   const result: Record<string, number> = {};
   if (native.prioritized) {
     const done: Done[] = [];
@@ -105,7 +104,6 @@ runMain("priority-queue", async (_signal, log) => {
   const { tasks: perLevel, workers: workerCount } = options;
 
   const nc = await connectFromEnv("priority-demo");
-  const _js = jetstream(nc);
   const version = nc.info?.version;
   const native = await setup(await jetstreamManager(nc), version);
   if (!native.overflow)
