@@ -47,24 +47,24 @@ function describe(m: StoredMsg): DeadLetterInfo {
   };
 }
 
-/** Fails with one line when the DLQ stream does not exist (nothing has set up the work queue here). */
-async function dlqStream(jsm: JetStreamManager): Promise<number> {
+/** Runs `op` on the DLQ stream; its absence (nothing has set up the work queue here) is one line. */
+async function onDlq<T>(op: () => Promise<T>): Promise<T> {
   try {
-    return (await jsm.streams.info(DLQ_STREAM)).state.messages;
+    return await op();
   } catch (err) {
     if (isNotFound(err)) throw new UserError(`no stream ${DLQ_STREAM} on this server: run the work-queue setup (or its demo) first`);
     throw err;
   }
 }
 
+const dlqCount = async (jsm: JetStreamManager) => (await onDlq(() => jsm.streams.info(DLQ_STREAM))).state.messages;
+
 export async function listDeadLetters(jsm: JetStreamManager): Promise<DeadLetterInfo[]> {
-  await dlqStream(jsm);
-  return (await storedMessages(jsm, DLQ_STREAM)).map(describe);
+  return (await onDlq(() => storedMessages(jsm, DLQ_STREAM))).map(describe);
 }
 
 async function stored(jsm: JetStreamManager, seq: number): Promise<StoredMsg> {
-  await dlqStream(jsm);
-  const m = await jsm.streams.getMessage(DLQ_STREAM, { seq });
+  const m = await onDlq(() => jsm.streams.getMessage(DLQ_STREAM, { seq }));
   if (!m) throw new UserError(`no dead letter at sequence ${seq} in ${DLQ_STREAM} (see: dlq list)`);
   return m;
 }
@@ -95,14 +95,13 @@ export async function requeue(
   o: { beforeDelete?: () => Promise<void>; status?: StatusStore } = {},
 ): Promise<Requeued> {
   const m = await stored(jsm, seq);
-  const { subject } = describe(m);
+  const { subject, id } = describe(m);
   // The job's own headers go back with it; the DLQ's notes and the original publish's Nats-* do not.
   const h = headers();
   for (const [key, values] of m.header) {
     const k = key.toLowerCase();
     if (!k.startsWith("dlq-") && !k.startsWith("nats-")) for (const v of values) h.append(key, v);
   }
-  const { id } = describe(m);
   if (o.status && id) await o.status.kv.put(id, JSON.stringify({ state: "queued", at: Date.now() } satisfies JobStatus));
   const ack = await js.publish(subject, m.data, { headers: h, msgID: `${DLQ_STREAM}-${seq}`, expect: { streamName: STREAM } });
   await o.beforeDelete?.();
@@ -111,8 +110,7 @@ export async function requeue(
 }
 
 export async function purgeDeadLetters(jsm: JetStreamManager): Promise<number> {
-  await dlqStream(jsm);
-  return (await jsm.streams.purge(DLQ_STREAM)).purged;
+  return (await onDlq(() => jsm.streams.purge(DLQ_STREAM))).purged;
 }
 
 const usage = `usage: dlq <command>
@@ -178,9 +176,9 @@ if (isEntry(import.meta.url)) {
           const r = await requeue(js, jsm, seq, { status });
           out(`requeued ${seq} -> ${r.subject} (${STREAM} seq ${r.jobSeq}${r.duplicate ? ", already queued by an earlier requeue" : ""})`);
         }
-        out(`${seqs.length} requeued; ${await dlqStream(jsm)} left in ${DLQ_STREAM}`);
+        out(`${seqs.length} requeued; ${await dlqCount(jsm)} left in ${DLQ_STREAM}`);
       } else {
-        const n = await dlqStream(jsm);
+        const n = await dlqCount(jsm);
         if (!values.yes && !(await confirmed(`purge ${n} dead letter(s) from ${DLQ_STREAM}? type yes: `)))
           throw new UserError(
             process.stdin.isTTY
