@@ -94,11 +94,15 @@ export function syncLines(bin: ServerBinary, sync: ServerOptions["sync"]): strin
 /** The user of nats/roles.conf that a JSP_<USER>_PASSWORD variable belongs to: JSP_WORK_QUEUE_WORKER_PASSWORD -> work-queue-worker. */
 const userOf = (variable: string) => variable.slice(4, -9).toLowerCase().replaceAll("_", "-");
 
+/** The environment variables nats/roles.conf reads its users' passwords from (JSP_<USER>_PASSWORD). */
+function roleVariables(): string[] {
+  const conf = readFileSync(join(repoRoot, "nats/roles.conf"), "utf8");
+  return [...new Set(conf.match(/\$JSP_[A-Z_]+_PASSWORD/g)?.map((v) => v.slice(1)))];
+}
+
 /** A random password for every user of nats/roles.conf, as the environment variables it reads. */
 export function rolePasswords(): Record<string, string> {
-  const conf = readFileSync(join(repoRoot, "nats/roles.conf"), "utf8");
-  const vars = new Set(conf.match(/\$JSP_[A-Z_]+_PASSWORD/g)?.map((v) => v.slice(1)));
-  return Object.fromEntries([...vars].map((v) => [v, `p${randomBytes(18).toString("hex")}`]));
+  return Object.fromEntries(roleVariables().map((v) => [v, `p${randomBytes(18).toString("hex")}`]));
 }
 
 /** login() for a server started from nats/roles.conf with these passwords. */
@@ -215,7 +219,7 @@ export async function useRolesServer(version?: string): Promise<NatsServer> {
   const url = process.env.NATS_ROLES_URL;
   if (!url) return startServer({ roles: true, version });
   const passwords: Record<string, string> = {};
-  for (const name of Object.keys(rolePasswords())) {
+  for (const name of roleVariables()) {
     const value = process.env[name];
     if (!value) throw new Error(`NATS_ROLES_URL is set but ${name} is not: load nats/roles.env into the environment`);
     passwords[name] = value;
