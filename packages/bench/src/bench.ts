@@ -12,13 +12,19 @@ import { connect } from "@nats-io/transport-node";
 import { findServerBinary, repoRoot, startServer } from "@repo/harness";
 import { createPublisher } from "@repo/kit";
 import { consumeAck, freshStream, jsPublish, orderedReplay, PAYLOAD, queueCeiling, rawIngest } from "./baselines.js";
-import { type Context, interleaved, type Result, timed } from "./measure.js";
+import { chartSvg } from "./chart.js";
+import { type Context, interleaved, judged, type Result, timed } from "./measure.js";
 import { patternBenches } from "./patterns.js";
 import { bullmqQueue, CONCURRENCY, natsQueue, WORKERS } from "./queues.js";
+import { replicatedBenches } from "./replicated.js";
 
-const { values } = parseArgs({ options: { quick: { type: "boolean" }, only: { type: "string" }, help: { type: "boolean", short: "h" } } });
+const { values } = parseArgs({
+  options: { quick: { type: "boolean" }, only: { type: "string" }, save: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+});
 if (values.help) {
-  console.log("usage: pnpm bench [--quick] [--only ingest,consume,queue,patterns,memory,bullmq]");
+  console.log(`usage: pnpm bench [--quick] [--only ingest,consume,queue,patterns,memory,bullmq,r3] [--save]
+  --quick  CI's smoke: small counts, every message accounted for, no goal judged
+  --save   also write results.json and results.svg to packages/bench/results/ (what the README shows)`);
   process.exit(0);
 }
 const quick = values.quick === true;
@@ -39,7 +45,7 @@ async function main(): Promise<number> {
     n: quick ? 5_000 : 200_000,
     rates,
     record(r) {
-      const rate = r.count / r.seconds;
+      const rate = r.seconds > 0 ? r.count / r.seconds : 0;
       const base = r.ratioOf ? rates.get(r.ratioOf) : undefined;
       const result: Result = {
         name: r.name,
@@ -51,6 +57,8 @@ async function main(): Promise<number> {
         ratio: base ? rate / base : undefined,
         goal: r.goal,
         rssMb: r.rssMb,
+        rssFlat: r.rssFlat,
+        latency: r.latency,
       };
       rates.set(r.name, rate);
       results.push(result);
@@ -104,7 +112,7 @@ async function main(): Promise<number> {
         what: `the patterns' publisher (publisher.ts): ${window} in flight, msg ids, acks matched`,
         ...r.publisher,
         ratioOf: "ingest.raw_ids",
-        goal: 0.8,
+        goal: 0.9,
       });
       ctx.record({
         name: "publisher.vs_js",
@@ -153,7 +161,7 @@ async function main(): Promise<number> {
         what: `work-queue pattern: publisher + ${WORKERS} workers × ${CONCURRENCY}, explicit acks, end to end`,
         ...r.pattern,
         ratioOf: "consume.queue",
-        goal: 0.7,
+        goal: 0.85,
         rssMb: rss,
       });
     }
@@ -168,9 +176,11 @@ async function main(): Promise<number> {
         seconds: q.seconds,
         rssMb: q.rssMb,
         ratioOf: "consume.queue",
+        rssFlat: 0.15,
       });
     }
     if (want("bullmq")) await bullmqQueue(ctx);
+    if (want("r3")) await replicatedBenches(ctx, server.version);
   } finally {
     await nc.close();
     await server.stop();
@@ -187,8 +197,21 @@ async function main(): Promise<number> {
     node: process.version,
     server: server.version,
   };
-  writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), quick, machine, results }, null, 2)}\n`);
-  process.stdout.write(`results written to ${file}\n`);
+  const json = `${JSON.stringify({ date: new Date().toISOString(), quick, machine, results }, null, 2)}\n`;
+  const svg = chartSvg(
+    results,
+    `pnpm bench${quick ? " --quick" : ""}: nats-server ${server.version}, Node ${process.version}, ${machine.cpus} cores, ${new Date().toISOString().slice(0, 10)}`,
+  );
+  writeFileSync(file, json);
+  writeFileSync(file.replace(/\.json$/, ".svg"), svg);
+  process.stdout.write(`results written to ${file} (and a chart beside it, .svg)\n`);
+  if (values.save) {
+    const saved = join(repoRoot, "packages/bench/results");
+    mkdirSync(saved, { recursive: true });
+    writeFileSync(join(saved, "results.json"), json);
+    writeFileSync(join(saved, "results.svg"), svg);
+    process.stdout.write(`and saved to ${saved}\n`);
+  }
   for (const r of results) if (!(r.rate > 0 && Number.isFinite(r.rate))) problems.push(`${r.name}: rate ${r.rate}`);
   if (problems.length > 0) {
     process.stderr.write(`error: ${problems.length} benchmark(s) did not account for every message: ${problems.join("; ")}\n`);
@@ -203,13 +226,16 @@ function printTable(results: Result[]) {
     Math.round(r.rate).toLocaleString("en"),
     r.ratio === undefined ? "" : `${r.ratio.toFixed(2)}× ${r.of}`,
     // A quick run's counts are too small to say anything about speed: its goals are not judged.
-    r.goal === undefined
-      ? ""
-      : `≥ ${r.goal}× ${quick ? "(not judged: --quick)" : r.ratio !== undefined && r.ratio >= r.goal ? "met" : "MISSED"}`,
+    judged(r)
+      .map((g) => `${g.goal}: ${quick ? "not judged (--quick)" : g.met ? "met" : "MISSED"}`)
+      .join("; "),
     r.rssMb ? r.rssMb.join(" → ") : "",
+    r.latency
+      ? `p50 ${r.latency.p50} / p99 ${r.latency.p99} / p99.9 ${r.latency.p999} ms at ${r.latency.offered.toLocaleString("en")}/s`
+      : "",
     r.what,
   ]);
-  const head = ["benchmark", "msg/s", "ratio", "goal", "client RSS MB", "what"];
+  const head = ["benchmark", "msg/s", "ratio", "goal", "client RSS MB", "latency", "what"];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]) =>
     cells
@@ -217,6 +243,11 @@ function printTable(results: Result[]) {
       .join("  ")
       .trimEnd();
   process.stdout.write(`\n${line(head)}\n${rows.map(line).join("\n")}\n\n`);
+  if (!quick) {
+    const goals = results.flatMap(judged);
+    const missed = goals.filter((g) => !g.met).length;
+    process.stdout.write(`goals: ${goals.length - missed} of ${goals.length} met${missed ? `, ${missed} missed` : ""}\n`);
+  }
 }
 
 main().then(

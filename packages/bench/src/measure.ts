@@ -10,9 +10,32 @@ export interface Result {
   /** The baseline this is a ratio of, and the ratio. */
   of?: string;
   ratio?: number;
-  /** The issue's goal for the ratio, when there is one. */
+  /** The goal for the ratio (at least this), when there is one. */
   goal?: number;
   rssMb?: number[];
+  /** The goal for client memory: the RSS samples within this fraction of each other (0.15 = 15%). */
+  rssFlat?: number;
+  /** Latency from publish to handler start, in ms, at `offered` msg/s (the latency benchmarks). */
+  latency?: Latency;
+}
+
+export interface Latency {
+  offered: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+}
+
+/** Each goal of a result and whether it is met: the ratio's and the memory's. */
+export function judged(r: Result): { goal: string; met: boolean }[] {
+  const out: { goal: string; met: boolean }[] = [];
+  if (r.goal !== undefined) out.push({ goal: `≥ ${r.goal}× ${r.of}`, met: r.ratio !== undefined && r.ratio >= r.goal });
+  if (r.rssFlat !== undefined && r.rssMb && r.rssMb.length > 1) {
+    const spread = Math.max(...r.rssMb) / Math.min(...r.rssMb) - 1;
+    out.push({ goal: `RSS flat (±${Math.round(r.rssFlat * 100)}%)`, met: spread <= r.rssFlat });
+  }
+  return out;
 }
 
 export interface Context {

@@ -14,15 +14,15 @@ import { charges, publishCharges } from "@patterns/exactly-once/producer";
 import { LEDGER as CHARGE_LEDGER, COMMANDS, setup as chargesSetup, STATES_BUCKET } from "@patterns/exactly-once/setup";
 import { startSubscriber } from "@patterns/fanout/consumer";
 import { orderEvents, publishEvents } from "@patterns/fanout/producer";
-import { CONSUMERS, setup as fanoutSetup, streams } from "@patterns/fanout/setup";
+import { addConsumer, CONSUMERS, setup as fanoutSetup, streams } from "@patterns/fanout/setup";
 import { appendEvents, ledgerEvents } from "@patterns/ordered-replay/producer";
 import { replay } from "@patterns/ordered-replay/replayer";
 import { STREAM as LEDGER, setup as ledgerSetup } from "@patterns/ordered-replay/setup";
 import { publishTasks, type Task } from "@patterns/priority-queue/producer";
-import { LEVELS, STREAM as TASKS, setup as tasksSetup } from "@patterns/priority-queue/setup";
-import { startWorker as startPriorityWorker } from "@patterns/priority-queue/worker";
+import { nativeSupport, OVERFLOW_STREAM, STREAM as TASKS, TIERED_STREAM, setup as tasksSetup } from "@patterns/priority-queue/setup";
+import { startWorker as startPriorityWorker, startTierWorker } from "@patterns/priority-queue/worker";
 import { createLogger } from "@repo/kit";
-import { type Context, rssMb, timed, within } from "./measure.js";
+import { type Context, interleaved, rssMb, type Sample, timed, within } from "./measure.js";
 
 const log = createLogger("bench");
 log.level = "warn";
@@ -33,48 +33,88 @@ async function deleteStreams(ctx: Context, names: string[]) {
   return jsm;
 }
 
+/** Each of `names` reads the fanout's backlog through its durable consumer; deliveries counted. */
+async function fanoutRun(ctx: Context, names: readonly string[], perConsumer: number, confirmAcks: boolean): Promise<Sample> {
+  const jsm = await jetstreamManager(ctx.nc);
+  for (const name of names) {
+    await jsm.consumers.delete(streams.limits.name, name).catch(() => undefined);
+    await addConsumer(jsm, "limits", name);
+  }
+  let received = 0;
+  const want = perConsumer * names.length;
+  let allIn: () => void = () => {};
+  const done = new Promise<void>((r) => (allIn = r));
+  return timed(async () => {
+    const subs = await Promise.all(
+      names.map((name) =>
+        startSubscriber({ nc: ctx.nc, retention: "limits", name, log, confirmAcks, onEvent: () => void (++received === want && allIn()) }),
+      ),
+    );
+    await within(done, 300_000);
+    await Promise.all(subs.map((s) => s.stop()));
+    return received;
+  });
+}
+
 export async function patternBenches(ctx: Context): Promise<void> {
-  // fanout: a backlog of events read by the three independent consumers (each acks each event).
+  // fanout: a backlog of events read by independent durable consumers, each acking each event. One
+  // consumer alone is the pattern's per-consumer rate (the goal); three at once share the machine.
   {
     const jsm = await deleteStreams(ctx, [streams.limits.name, streams.interest.name]);
     await fanoutSetup(jsm);
     const events = orderEvents(Math.ceil(ctx.n / 3), Date.now().toString(36));
     await publishEvents(ctx.nc, events, ["limits"]);
     const rss = [rssMb()];
-    let received = 0;
-    const want = events.length * CONSUMERS.length;
-    let allIn: () => void = () => {};
-    const done = new Promise<void>((r) => (allIn = r));
-    const r = await timed(async () => {
-      const subs = await Promise.all(
-        CONSUMERS.map((name) =>
-          startSubscriber({ nc: ctx.nc, retention: "limits", name, log, onEvent: () => void (++received === want && allIn()) }),
-        ),
-      );
-      await within(done, 300_000);
-      await Promise.all(subs.map((s) => s.stop()));
-      return received;
+    const r = await interleaved(ctx.quick ? 1 : 3, {
+      one: () => fanoutRun(ctx, ["billing"], events.length, false).then((x) => x.count),
+      three: () => fanoutRun(ctx, CONSUMERS, events.length, false).then((x) => x.count),
     });
+    const confirmed = await fanoutRun(ctx, ["shipping"], events.length, true);
     rss.push(rssMb());
-    ctx.expect("fanout", r.count, want);
+    ctx.expect("fanout (one consumer)", r.one.count, events.length);
+    ctx.expect("fanout (three consumers)", r.three.count, events.length * CONSUMERS.length);
+    ctx.expect("fanout (confirmed acks)", confirmed.count, events.length);
     ctx.record({
       name: "fanout",
-      what: `${CONSUMERS.length} durable consumers each read and ack the backlog (deliveries/s)`,
-      ...r,
+      what: "one durable consumer reads and acks the backlog (acks not awaited)",
+      ...r.one,
+      ratioOf: "consume.ack",
+      goal: 0.6,
+    });
+    ctx.record({
+      name: "fanout.three",
+      what: `${CONSUMERS.length} durable consumers at once, deliveries/s over all`,
+      ...r.three,
       ratioOf: "consume.ack",
       rssMb: rss,
     });
+    ctx.record({ name: "fanout.confirmed", what: "one consumer with confirmAcks (m.ackAck() per event)", ...confirmed, ratioOf: "fanout" });
   }
 
-  // ordered-replay: the replayer (ordered consumer, position checkpoints) over the whole ledger.
+  // ordered-replay: the replayer (ordered consumer, position checkpoints) over the whole ledger; client
+  // memory at the start, half way and at the end.
   {
     const jsm = await deleteStreams(ctx, [LEDGER]);
     const positions = await ledgerSetup(jsm, ctx.nc);
     await appendEvents(ctx.nc, ledgerEvents(ctx.n));
     const rss = [rssMb()];
+    let seen = 0;
+    const half = Math.floor(ctx.n / 2);
     const r = await timed(
       async () =>
-        (await replay({ nc: ctx.nc, log, name: "bench", positions, from: "start", checkpointEvery: 1_000, handler: () => {} })).count,
+        (
+          await replay({
+            nc: ctx.nc,
+            log,
+            name: "bench",
+            positions,
+            from: "start",
+            checkpointEvery: 1_000,
+            handler: () => {
+              if (++seen === half) rss.push(rssMb());
+            },
+          })
+        ).count,
     );
     rss.push(rssMb());
     ctx.expect("ordered-replay", r.count, ctx.n);
@@ -83,44 +123,43 @@ export async function patternBenches(ctx: Context): Promise<void> {
       what: "the replayer from the start, checkpoint every 1,000",
       ...r,
       ratioOf: "consume.ordered",
+      goal: 0.8,
       rssMb: rss,
+      rssFlat: 0.15,
     });
   }
 
   // priority-queue: 4 workers drain a backlog spread over three levels, high first.
   {
-    const jsm = await deleteStreams(ctx, [TASKS]);
-    await tasksSetup(jsm, ctx.nc.info?.version);
-    const run = Date.now().toString(36);
-    // A pull request per task (no_wait, highest level first) makes this the slowest pattern: fewer tasks.
-    const count = Math.min(ctx.n, 20_000);
-    const tasks: Task[] = Array.from({ length: count }, (_, i) => ({ id: `${run}-${i}`, level: LEVELS[i % 3]! }));
-    await publishTasks(ctx.nc, tasks);
-    const conns = await Promise.all([1, 2, 3, 4].map(() => connect({ servers: ctx.url })));
-    const rss = [rssMb()];
-    let handled = 0;
-    let allDone: () => void = () => {};
-    const done = new Promise<void>((r) => (allDone = r));
-    const r = await timed(async () => {
-      const workers = await Promise.all(
-        conns.map((nc, i) =>
-          startPriorityWorker({ nc, name: `p${i}`, log, handler: async () => {}, onDone: () => void (++handled === count && allDone()) }),
-        ),
-      );
-      await within(done, 300_000);
-      await Promise.all(workers.map((w) => w.stop()));
-      return handled;
-    });
-    rss.push(rssMb());
-    await Promise.all(conns.map((c) => c.close()));
-    ctx.expect("priority-queue", r.count, count);
+    const r = await priorityRun(ctx, ctx.n, {});
+    ctx.expect("priority-queue", r.count, ctx.n);
     ctx.record({
       name: "priority-queue",
-      what: "4 workers drain a backlog over 3 levels (subjects per level, no_wait pulls)",
+      what: "4 workers drain a backlog over 3 levels: no_wait pulls of up to 16 from the highest level with tasks",
       ...r,
       ratioOf: "consume.ack",
-      rssMb: rss,
+      goal: 0.5,
+      rssMb: r.rssMb,
     });
+    const one = Math.min(ctx.n, 20_000); // a pull per task: fewer tasks, the same rate
+    const single = await priorityRun(ctx, one, { batch: 1 });
+    ctx.expect("priority-queue (batch 1)", single.count, one);
+    ctx.record({
+      name: "priority-queue.batch1",
+      what: "the same with batch: 1 (a no_wait pull per task)",
+      ...single,
+      ratioOf: "priority-queue",
+    });
+    if (nativeSupport(ctx.nc.info?.version).prioritized) {
+      const tiered = await tieredRun(ctx, ctx.n);
+      ctx.expect("priority-queue (prioritized group)", tiered.count, ctx.n);
+      ctx.record({
+        name: "priority-queue.prioritized",
+        what: "4 workers in a native `prioritized` group (2.12+; one tier, no levels: the server's own pull path)",
+        ...tiered,
+        ratioOf: "consume.ack",
+      });
+    }
   }
 
   // exactly-once: 4 appliers apply a backlog of charges, two idempotent effects and a double ack each.
@@ -201,4 +240,73 @@ export async function patternBenches(ctx: Context): Promise<void> {
       rssMb: rss,
     });
   }
+}
+
+const LEVEL_OF = ["high", "normal", "low"] as const;
+
+/** The priority-queue pattern: `count` tasks over 3 levels, drained by 4 workers on their own connections. */
+export async function priorityRun(ctx: Context, count: number, opts: { batch?: number }): Promise<Sample & { rssMb: number[] }> {
+  const jsm = await deleteStreams(ctx, [TASKS, TIERED_STREAM, OVERFLOW_STREAM]);
+  await tasksSetup(jsm, ctx.nc.info?.version);
+  const run = Date.now().toString(36);
+  const tasks: Task[] = Array.from({ length: count }, (_, i) => ({ id: `${run}-${i}`, level: LEVEL_OF[i % 3]! }));
+  await publishTasks(ctx.nc, tasks);
+  const conns = await Promise.all([1, 2, 3, 4].map(() => connect({ servers: ctx.url })));
+  const rss = [rssMb()];
+  let handled = 0;
+  let allDone: () => void = () => {};
+  const done = new Promise<void>((r) => (allDone = r));
+  const r = await timed(async () => {
+    const workers = await Promise.all(
+      conns.map((nc, i) =>
+        startPriorityWorker({
+          nc,
+          name: `p${i}`,
+          log,
+          ...opts,
+          handler: async () => {},
+          onDone: () => void (++handled === count && allDone()),
+        }),
+      ),
+    );
+    await within(done, 300_000);
+    await Promise.all(workers.map((w) => w.stop()));
+    return handled;
+  });
+  rss.push(rssMb());
+  await Promise.all(conns.map((c) => c.close()));
+  return { ...r, rssMb: rss };
+}
+
+/** 4 workers in the native `prioritized` group (nats-server 2.12+), all in the preferred tier. */
+async function tieredRun(ctx: Context, count: number): Promise<Sample> {
+  const jsm = await deleteStreams(ctx, [TASKS, TIERED_STREAM, OVERFLOW_STREAM]);
+  await tasksSetup(jsm, ctx.nc.info?.version);
+  const run = Date.now().toString(36);
+  const tasks: Task[] = Array.from({ length: count }, (_, i) => ({ id: `${run}-${i}`, level: "normal" }));
+  await publishTasks(ctx.nc, tasks, { subject: () => "tiered.tasks.bench", stream: TIERED_STREAM });
+  const conns = await Promise.all([1, 2, 3, 4].map(() => connect({ servers: ctx.url })));
+  let handled = 0;
+  let allDone: () => void = () => {};
+  const done = new Promise<void>((r) => (allDone = r));
+  const r = await timed(async () => {
+    const workers = await Promise.all(
+      conns.map((nc, i) =>
+        startTierWorker({
+          nc,
+          stream: TIERED_STREAM,
+          name: `t${i}`,
+          pull: { priority: 0 },
+          log,
+          handler: async () => {},
+          onDone: () => void (++handled === count && allDone()),
+        }),
+      ),
+    );
+    await within(done, 300_000);
+    await Promise.all(workers.map((w) => w.stop()));
+    return handled;
+  });
+  await Promise.all(conns.map((c) => c.close()));
+  return r;
 }

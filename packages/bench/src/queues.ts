@@ -6,14 +6,18 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, delay, type NatsConnection } from "@nats-io/transport-node";
+import type { Task } from "@patterns/priority-queue/producer";
+import { LEVELS } from "@patterns/priority-queue/setup";
 import { encodeJob, publishJobs } from "@patterns/work-queue/producer";
 import { DLQ_STREAM, STREAM, setup } from "@patterns/work-queue/setup";
 import { type Job, startWorker, type Worker } from "@patterns/work-queue/worker";
 import { freePort, repoRoot } from "@repo/harness";
-import { createLogger } from "@repo/kit";
+import { createLogger, createPublisher } from "@repo/kit";
 import { Worker as BullWorker, Queue } from "bullmq";
-import { type Context, rssMb, timed, within } from "./measure.js";
+import * as hdr from "hdr-histogram-js";
+import { type Context, type Latency, rssMb, type Sample, timed, within } from "./measure.js";
+import { priorityRun } from "./patterns.js";
 
 export const WORKERS = 4;
 export const CONCURRENCY = 64;
@@ -32,8 +36,15 @@ export interface QueueRun {
   rssMb: number[];
 }
 
+export interface QueueOptions {
+  /** Publishes the jobs (default: all at once through the pattern's producer). */
+  feed?: (producer: NatsConnection, count: number, run: string) => Promise<unknown>;
+  /** The handler (default: none, a no-op). */
+  handler?: (job: Job) => void;
+}
+
 /** The work-queue pattern end to end: its producer and WORKERS workers of CONCURRENCY, no-op handler. */
-export async function natsQueue(ctx: Context, count: number): Promise<QueueRun> {
+export async function natsQueue(ctx: Context, count: number, o: QueueOptions = {}): Promise<QueueRun> {
   const jsm = await jetstreamManager(ctx.nc);
   for (const s of [STREAM, DLQ_STREAM]) await jsm.streams.delete(s).catch(() => undefined);
   const retry = { backoffMs: [30_000], maxDeliver: 3 };
@@ -51,13 +62,15 @@ export async function natsQueue(ctx: Context, count: number): Promise<QueueRun> 
     if (processed === count) allDone();
   };
   for (let i = 0; i < WORKERS; i++) {
-    const nc = await connect({ servers: ctx.url, name: `bench-worker-${i}` });
+    const nc = await connect({ servers: ctx.url.split(","), name: `bench-worker-${i}` });
     conns.push(nc);
-    workers.push(await startWorker({ nc, name: `w${i}`, handler: async () => {}, log, concurrency: CONCURRENCY, retry, onOutcome }));
+    const handler = async (job: Job) => o.handler?.(job);
+    workers.push(await startWorker({ nc, name: `w${i}`, handler, log, concurrency: CONCURRENCY, retry, onOutcome }));
   }
-  const producer = await connect({ servers: ctx.url, name: "bench-producer" });
+  const producer = await connect({ servers: ctx.url.split(","), name: "bench-producer" });
   const r = await timed(async () => {
-    await publishJobs(producer, encodedJobs(count, Date.now().toString(36)));
+    const run = Date.now().toString(36);
+    await (o.feed ? o.feed(producer, count, run) : publishJobs(producer, encodedJobs(count, run)));
     await within(done, 600_000);
     return processed;
   });
@@ -129,50 +142,119 @@ async function startRedis(): Promise<{ port: number; stop(): Promise<void> }> {
   };
 }
 
-/** BullMQ: the same jobs, WORKERS workers of CONCURRENCY, no-op processor; then NATS again in the same run. */
+type Connection = { host: string; port: number; maxRetriesPerRequest: null };
+
+/**
+ * BullMQ drains `count` jobs (added by `add`) with `workers` workers of `concurrency`; `onStart` sees
+ * each job as its processor starts. Returns the run, timed from the first add to the last completion.
+ */
+async function bullmqRun(
+  connection: Connection,
+  count: number,
+  o: { workers: number; concurrency: number; add: (queue: Queue) => Promise<void>; onStart?: (data: Job) => void },
+): Promise<Sample & { rssMb: number[] }> {
+  const queue = new Queue("bench", { connection, defaultJobOptions: { removeOnComplete: true, removeOnFail: true } });
+  let completed = 0;
+  let allDone: () => void = () => {};
+  const done = new Promise<void>((r) => (allDone = r));
+  const workers = Array.from({ length: o.workers }, () => {
+    const w = new BullWorker("bench", async (j) => void o.onStart?.(j.data), { connection, concurrency: o.concurrency });
+    w.on("completed", () => ++completed === count && allDone());
+    return w;
+  });
+  await Promise.all(workers.map((w) => w.waitUntilReady()));
+  const rss = [rssMb()];
+  const r = await timed(async () => {
+    await o.add(queue);
+    await within(done, 600_000);
+    return completed;
+  });
+  rss.push(rssMb());
+  await Promise.all(workers.map((w) => w.close()));
+  await queue.obliterate({ force: true });
+  await queue.close();
+  return { ...r, rssMb: rss };
+}
+
+/** Adds jobs in bulks of 1,000 (what a producer with a backlog would do). */
+const addAll =
+  (jobs: { name: string; data: Job | Task; opts?: { priority: number } }[]) =>
+  async (queue: Queue): Promise<void> => {
+    for (let i = 0; i < jobs.length; i += 1_000) await queue.addBulk(jobs.slice(i, i + 1_000) as never);
+  };
+
+/** Paced: `count` jobs at `rate` per second, each stamped with the time it was due (not when it left). */
+async function paced(count: number, rate: number, send: (due: number[]) => Promise<unknown> | undefined): Promise<void> {
+  const t0 = performance.now();
+  let sent = 0;
+  const sends: Promise<unknown>[] = [];
+  while (sent < count) {
+    const due = Math.min(count, Math.floor(((performance.now() - t0) * rate) / 1_000) + 1);
+    const stamps: number[] = [];
+    for (; sent < due; sent++) stamps.push(t0 + (sent * 1_000) / rate);
+    const p = stamps.length > 0 ? send(stamps) : undefined;
+    if (p) sends.push(p);
+    await delay(1);
+  }
+  await Promise.all(sends);
+}
+
+/** Latency in ms from each job's due time to its handler's start, into an HDR histogram (µs). */
+function latencyRecorder() {
+  const h = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
+  return {
+    record: (due: number) => h.recordValue(Math.max(1, Math.round((performance.now() - due) * 1_000))),
+    summary: (offered: number): Latency => {
+      const ms = (p: number) => Math.round(h.getValueAtPercentile(p)) / 1_000;
+      return { offered: Math.round(offered), p50: ms(50), p99: ms(99), p999: ms(99.9), max: Math.round(h.maxValue) / 1_000 };
+    },
+  };
+}
+
+const LATENCY_SECONDS = 20;
+
+/**
+ * BullMQ and NATS side by side, in the same run: the work queue's throughput (the same jobs, workers
+ * and concurrency), the priority queue's (3 levels, the same tasks, 4 workers taking one at a time),
+ * and the work queue's latency at about half of each side's measured maximum.
+ */
 export async function bullmqQueue(ctx: Context): Promise<void> {
   const count = ctx.quick ? 2_000 : 100_000;
+  const prioCount = ctx.quick ? 1_000 : 20_000;
   const redis = await startRedis();
-  const connection = { host: "127.0.0.1", port: redis.port, maxRetriesPerRequest: null };
+  const connection: Connection = { host: "127.0.0.1", port: redis.port, maxRetriesPerRequest: null };
+  const run = Date.now().toString(36);
+  const tasks: Task[] = Array.from({ length: prioCount }, (_, i) => ({ id: `${run}-${i}`, level: LEVELS[i % 3]! }));
+  let bullLatency: { run: Sample; latency: Latency } | undefined;
   try {
-    const queue = new Queue("bench", { connection, defaultJobOptions: { removeOnComplete: true, removeOnFail: true } });
-    let completed = 0;
-    let allDone: () => void = () => {};
-    const done = new Promise<void>((r) => (allDone = r));
-    const workers = Array.from({ length: WORKERS }, () => {
-      const w = new BullWorker("bench", async () => {}, { connection, concurrency: CONCURRENCY });
-      w.on("completed", () => ++completed === count && allDone());
-      return w;
+    const r = await bullmqRun(connection, count, {
+      workers: WORKERS,
+      concurrency: CONCURRENCY,
+      add: addAll(Array.from({ length: count }, (_, i) => ({ name: "bench", data: job(run, i) }))),
     });
-    const rss = [rssMb()];
-    const r = await timed(async () => {
-      const run = Date.now().toString(36);
-      let batch: { name: string; data: Job }[] = [];
-      for (let i = 0; i < count; i++) {
-        batch.push({ name: "bench", data: job(run, i) });
-        if (batch.length === 1_000) {
-          await queue.addBulk(batch);
-          batch = [];
-        }
-      }
-      if (batch.length > 0) await queue.addBulk(batch);
-      await within(done, 600_000);
-      return completed;
-    });
-    rss.push(rssMb());
-    await Promise.all(workers.map((w) => w.close()));
-    await queue.obliterate({ force: true });
-    await queue.close();
     ctx.expect("bullmq: jobs completed", r.count, count);
     ctx.record({
       name: "bullmq",
       what: `BullMQ ${WORKERS} workers × ${CONCURRENCY} on redis-server (AOF everysec), ${count.toLocaleString("en")} jobs`,
       ...r,
-      rssMb: rss,
     });
+    // BullMQ's priorities: 1 is the highest; a prioritized job goes through a sorted set.
+    const p = await bullmqRun(connection, prioCount, {
+      workers: WORKERS,
+      concurrency: 1,
+      add: addAll(tasks.map((t) => ({ name: "task", data: t, opts: { priority: LEVELS.indexOf(t.level) + 1 } }))),
+    });
+    ctx.expect("bullmq priorities: jobs completed", p.count, prioCount);
+    ctx.record({
+      name: "bullmq.priorities",
+      what: `BullMQ with job priorities (3 levels), ${WORKERS} workers × 1, ${prioCount.toLocaleString("en")} tasks`,
+      ...p,
+    });
+    bullLatency = await bullmqLatency(ctx, connection, r);
   } finally {
     await redis.stop();
   }
+
   const q = await natsQueue(ctx, count);
   ctx.record({
     name: "work-queue.vs_bullmq",
@@ -181,6 +263,73 @@ export async function bullmqQueue(ctx: Context): Promise<void> {
     seconds: q.seconds,
     rssMb: q.rssMb,
     ratioOf: "bullmq",
+    goal: 3,
+  });
+  const pq = await priorityRun(ctx, prioCount, {});
+  ctx.expect("priority-queue (vs BullMQ)", pq.count, prioCount);
+  ctx.record({
+    name: "priority-queue.vs_bullmq",
+    what: `the priority-queue pattern (4 workers, one task at a time each), the same ${prioCount.toLocaleString("en")} tasks`,
+    ...pq,
+    ratioOf: "bullmq.priorities",
     goal: 1,
   });
+  const nats = await natsLatency(ctx, { count: q.processed, seconds: q.seconds });
+  if (bullLatency)
+    ctx.record({ name: "bullmq.latency", what: "BullMQ at half its measured maximum", ...bullLatency.run, latency: bullLatency.latency });
+  ctx.record({
+    name: "work-queue.latency",
+    what: "the work-queue pattern at half its measured maximum",
+    ...nats.run,
+    latency: nats.latency,
+  });
+}
+
+/** Offered load: half the measured maximum, for LATENCY_SECONDS (a small fixed load for --quick). */
+const halfLoad = (ctx: Context, max: Sample) => {
+  const rate = ctx.quick ? 500 : max.count / max.seconds / 2;
+  return { rate, count: Math.round(rate * (ctx.quick ? 1 : LATENCY_SECONDS)) };
+};
+
+async function bullmqLatency(ctx: Context, connection: Connection, max: Sample): Promise<{ run: Sample; latency: Latency }> {
+  const { rate, count } = halfLoad(ctx, max);
+  const rec = latencyRecorder();
+  const run = await bullmqRun(connection, count, {
+    workers: WORKERS,
+    concurrency: CONCURRENCY,
+    add: (queue) => {
+      let i = 0;
+      return paced(count, rate, (due) =>
+        queue.addBulk(due.map((at) => ({ name: "bench", data: { id: `l${i++}`, task: "bench", input: { at } } }))),
+      );
+    },
+    onStart: (data) => rec.record((data.input as { at: number }).at),
+  });
+  ctx.expect("bullmq latency: jobs completed", run.count, count);
+  return { run, latency: rec.summary(rate) };
+}
+
+async function natsLatency(ctx: Context, max: Sample): Promise<{ run: Sample; latency: Latency }> {
+  const { rate, count } = halfLoad(ctx, max);
+  const rec = latencyRecorder();
+  const q = await natsQueue(ctx, count, {
+    feed: async (producer, n, runId) => {
+      const publisher = createPublisher(producer, { stream: STREAM });
+      let i = 0;
+      let failed = 0;
+      await paced(n, rate, (due) => {
+        for (const at of due) {
+          void publisher.publish(encodeJob({ id: `${runId}-${i++}`, task: "bench", input: { at } })).then((r) => {
+            if (r.error) failed++;
+          });
+        }
+        return undefined;
+      });
+      await publisher.flush();
+      publisher.close();
+      ctx.expect("work-queue latency: jobs not stored", failed, 0);
+    },
+    handler: (j) => rec.record((j.input as { at: number }).at),
+  });
+  return { run: { count: q.processed, seconds: q.seconds }, latency: rec.summary(rate) };
 }

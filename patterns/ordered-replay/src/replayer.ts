@@ -107,9 +107,8 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
         opt_start_seq: (result.last ?? 0) + 1,
         opt_start_time: undefined,
       });
-    const outcome = await replayOnce(js, opts, o, result, wanted, async () => {
-      if (++unsaved >= every) await save();
-    }).finally(save);
+    // A save only every N events; the others pass without a promise (no await per event).
+    const outcome = await replayOnce(js, opts, o, result, wanted, () => (++unsaved >= every ? save() : undefined)).finally(save);
     if (outcome !== "stalled" || o.signal?.aborted) return result;
     if (restarts >= 20) throw new Error(`replay of ${STREAM} stalled after sequence ${result.last ?? 0} and did not recover`);
     o.log.warn({ after: result.last ?? 0 }, "replay stalled: starting a new ordered consumer after the last sequence");
@@ -131,7 +130,7 @@ async function replayOnce(
   o: ReplayOptions,
   result: ReplayResult,
   wanted: (subject: string) => boolean,
-  passed: () => Promise<void>,
+  passed: () => Promise<void> | undefined,
 ): Promise<"done" | "stalled"> {
   // While a cluster elects a new leader the JetStream API may not answer: give up after a while and
   // let the caller start over (bounded), rather than wait on a request that may never return.
@@ -182,18 +181,19 @@ async function replayOnce(
       onStall();
     }
   }, STALL_CHECK_MS);
-  const iterator = messages[Symbol.asyncIterator]();
-  try {
-    for (;;) {
-      const next = await Promise.race([iterator.next(), stall]);
-      if (next === "stall" || next.done) break;
-      const m = next.value;
+  // One race for the whole run, not one per message: a Promise.race on the long-lived `stall` promise
+  // per message kept a reaction on it per message (client memory grew with the replay's length).
+  let abandoned = false;
+  const pump = (async () => {
+    for await (const m of messages) {
+      if (abandoned) break;
       progressed = true;
       if (o.signal?.aborted) break; // events already buffered are not handled: the position says so
       if (wanted(m.subject)) {
         busy = true;
         try {
-          await o.handler({ seq: m.seq, subject: m.subject, time: m.time, data: m.data });
+          const handling = o.handler({ seq: m.seq, subject: m.subject, time: m.time, data: m.data });
+          if (handling) await handling; // a synchronous handler costs no await per event
         } finally {
           busy = false;
         }
@@ -201,10 +201,16 @@ async function replayOnce(
         result.first ??= m.seq;
       }
       result.last = m.seq; // a filtered-out event is passed too: the position moves past it
-      await passed();
+      const saving = passed();
+      if (saving) await saving;
       if (!o.follow && m.info.pending === 0) break; // caught up with the stream as it was
     }
+  })();
+  pump.catch(() => undefined); // an abandoned pump's late failure is not news
+  try {
+    await Promise.race([pump, stall]);
   } finally {
+    abandoned = true; // a stuck iterator is left behind: its late messages are not handled
     clearInterval(watchdog);
     o.signal?.removeEventListener("abort", stop);
     await within(messages.close(), 1_000);

@@ -1,18 +1,20 @@
 // Workers that serve high before normal before low.
-// startWorker (every server): before each task, ask the levels' consumers in order with a no_wait
-//   pull (an immediate "nothing here" instead of a long poll), so a high task is always taken before
-//   a lower one that is also waiting. Optional weights serve lower levels a share when all are busy.
+// startWorker (every server): when its hand is empty, a worker asks the levels' consumers in order with
+//   a no_wait pull (an immediate "nothing here" instead of a long poll) and takes up to `batch` tasks of
+//   the highest level that has any, so no task is taken while a higher one is waiting. A doorbell hears
+//   a higher task arrive while the hand holds lower ones: those not started go back at once. Optional
+//   weights serve lower levels a share when all are busy.
 // startTierWorker (nats-server >= 2.11 / 2.12): the server picks, using a priority group.
 import { type JsMsg, jetstream } from "@nats-io/jetstream";
-import { type Msg, type NatsConnection, nanos } from "@nats-io/transport-node";
+import { createInbox, deadline, type Msg, type NatsConnection, nanos } from "@nats-io/transport-node";
 import { type Logger, serve } from "@repo/kit";
 import { parseTask, type Task } from "./producer.js";
-import { consumerFor, GROUP, LEVELS, type Level, STREAM } from "./setup.js";
+import { consumerFor, GROUP, LEVELS, type Level, STREAM, subjectFor } from "./setup.js";
 
 export interface Done {
   task: Task;
   worker: string;
-  /** performance.now() when the worker took the task: sorting by it gives the order tasks were taken. */
+  /** performance.now() when the worker took the task (pulled it into its hand): sorting by it gives the order tasks were taken. */
   startedAt: number;
 }
 
@@ -30,6 +32,10 @@ export interface PriorityWorkerOptions {
   log: Logger;
   /** e.g. {high: 6, normal: 3, low: 1}: per round of 10 busy picks. Unset: strict priority. */
   weights?: Record<Level, number>;
+  /** Tasks taken per pull, from one level (default 16). 1: every task is the highest waiting when it starts. */
+  batch?: number;
+  /** Wait for the server to confirm each ack (one round trip per task). */
+  confirmAcks?: boolean;
   onDone?: (d: Done) => void;
 }
 
@@ -50,34 +56,73 @@ function checked(data: Uint8Array, log: Logger, worker: string): Task | undefine
   }
 }
 
-/** One task from a level, or null at once if it has none. */
-async function pullNoWait(nc: NatsConnection, level: Level): Promise<Msg | null> {
-  const subject = `$JS.API.CONSUMER.MSG.NEXT.${STREAM}.${consumerFor(level)}`;
-  const r = await nc
-    .request(subject, JSON.stringify({ batch: 1, no_wait: true }), { timeout: 5_000, noMux: true })
-    .catch((err: unknown) => {
-      if (nc.isClosed()) throw err;
-      return null; // a timeout or a reconnect: treat the level as empty this time, the loop asks again
-    });
-  if (!r) return null;
-  // A status reply (404 no messages, 408, 409) has a code and no ack subject; a task has both reply and no code.
-  return r.reply && !(r.headers?.code ?? 0) ? r : null;
+/** A level's tasks in a worker's hand, all taken at `takenAt`. */
+interface Hand {
+  level: number;
+  msgs: Msg[];
+  takenAt: number;
+}
+
+/**
+ * Pulls from one level's consumer with `no_wait`: up to `max` tasks that are waiting now, or none,
+ * answered at once (the server ends a short batch with a 404/408 status) instead of a long poll.
+ * One pull at a time per worker, on one inbox; a task that arrives after its pull gave up is nak'd
+ * back at once rather than held until its ack_wait.
+ */
+function noWaitPuller(nc: NatsConnection) {
+  const prefix = createInbox();
+  let token = 0;
+  let want: { token: number; level: Level; max: number; got: Msg[]; done: () => void } | undefined;
+  const sub = nc.subscribe(`${prefix}.*`, {
+    callback: (_err, m) => {
+      // A status (404 no messages, 408 batch not filled) comes on the pull's own inbox, with a code and
+      // no ack subject; a task keeps its own subject (tasks.<level>) and has an ack subject.
+      if (!m.reply || (m.headers?.code ?? 0) > 0) {
+        if (want && m.subject === `${prefix}.${want.token}`) want.done();
+        return;
+      }
+      if (!want || m.subject !== subjectFor(want.level)) {
+        m.respond(enc.encode("-NAK")); // late, from a pull that gave up: back for the next pull at once
+        return;
+      }
+      want.got.push(m);
+      if (want.got.length >= want.max) want.done();
+    },
+  });
+  return {
+    async pull(level: Level, max: number): Promise<Msg[]> {
+      const t = ++token;
+      const got: Msg[] = [];
+      const ended = new Promise<void>((done) => (want = { token: t, level, max, got, done }));
+      const request = JSON.stringify({ batch: max, no_wait: true });
+      nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${STREAM}.${consumerFor(level)}`, request, { reply: `${prefix}.${t}` });
+      // A lost answer (a reconnect) must not hang the worker: what came so far, and the loop asks again.
+      await deadline(ended, 5_000).catch(() => undefined);
+      want = undefined;
+      return got;
+    },
+    close: () => sub.unsubscribe(),
+  };
 }
 
 export async function startWorker(o: PriorityWorkerOptions): Promise<Stoppable> {
   const { nc, name, log } = o;
+  const batch = o.batch ?? 16;
   let stopping = false;
-  // A doorbell: publishes to tasks.* also reach core subscribers, so an idle worker wakes at once.
-  let rang = false;
+  // A doorbell: publishes to tasks.* also reach core subscribers, so an idle worker wakes at once, and
+  // a worker holding lower tasks hears a higher one arrive. `rung` is the highest level rung so far.
+  const none: number = LEVELS.length;
+  let rung = none;
   let wake: (() => void) | undefined;
   const bell = nc.subscribe("tasks.*", {
-    callback: () => {
-      rang = true;
+    callback: (_err, m) => {
+      const level = LEVELS.indexOf(m.subject.slice("tasks.".length) as Level);
+      if (level >= 0) rung = Math.min(rung, level);
       wake?.();
     },
   });
   const idle = () =>
-    rang || stopping
+    rung < none || stopping
       ? Promise.resolve()
       : new Promise<void>((resolve) => {
           const timer = setTimeout(() => wake?.(), 1_000); // redeliveries ring no bell: look again anyway
@@ -87,52 +132,69 @@ export async function startWorker(o: PriorityWorkerOptions): Promise<Stoppable> 
             resolve();
           };
         });
+  const puller = noWaitPuller(nc);
 
   let credits = { ...o.weights } as Record<Level, number>;
-  const pick = async (): Promise<Msg | null> => {
+  const take = async (level: number, max: number): Promise<Hand | undefined> => {
+    const msgs = await puller.pull(LEVELS[level]!, max);
+    return msgs.length > 0 ? { level, msgs, takenAt: performance.now() } : undefined;
+  };
+  const pick = async (): Promise<Hand | undefined> => {
+    rung = none; // from here on, a bell is news
     if (!o.weights) {
-      for (const level of LEVELS) {
-        const m = await pullNoWait(nc, level);
-        if (m) return m;
+      for (let level = 0; level < LEVELS.length; level++) {
+        const hand = await take(level, batch);
+        if (hand) return hand;
       }
-      return null;
+      return undefined;
     }
     for (let pass = 0; pass < 2; pass++) {
-      for (const level of LEVELS) {
-        if (credits[level]! <= 0) continue;
-        const m = await pullNoWait(nc, level);
-        if (m) {
-          credits[level]!--;
-          return m;
+      for (let level = 0; level < LEVELS.length; level++) {
+        const l = LEVELS[level]!;
+        if (credits[l]! <= 0) continue;
+        const hand = await take(level, Math.min(batch, credits[l]!));
+        if (hand) {
+          credits[l]! -= hand.msgs.length;
+          return hand;
         }
-        credits[level] = 0; // empty now: it forfeits the rest of this round
+        credits[l] = 0; // empty now: it forfeits the rest of this round
       }
       credits = { ...o.weights }; // a new round
     }
-    return null;
+    return undefined;
+  };
+  /** Tasks in hand not yet started go back to their level at once (a nak without delay). */
+  const handBack = (hand: Hand | undefined) => {
+    for (const m of hand?.msgs.splice(0) ?? []) m.respond(enc.encode("-NAK"));
   };
 
+  let hand: Hand | undefined;
   const loop = (async () => {
     while (!stopping) {
-      rang = false;
-      const m = await pick();
-      if (!m) {
-        await idle();
-        continue;
+      // Strict mode: a task of a higher level than the hand's arrived, so the rest of the hand goes back
+      // and the next pick starts from the top again.
+      if (hand && !o.weights && rung < hand.level) handBack(hand);
+      if (!hand?.msgs.length) {
+        hand = await pick();
+        if (!hand) {
+          await idle();
+          continue;
+        }
       }
+      const m = hand.msgs.shift()!;
       const task = checked(m.data, log, name);
       if (!task) {
-        nc.publish(m.reply!, enc.encode("+TERM")); // retrying cannot fix a malformed task
+        m.respond(enc.encode("+TERM")); // retrying cannot fix a malformed task
         continue;
       }
-      const startedAt = performance.now();
       try {
         await o.handler(task);
-        await nc.request(m.reply!, enc.encode("+ACK"), { timeout: 5_000 }); // confirmed ack
-        o.onDone?.({ task, worker: name, startedAt });
+        if (o.confirmAcks) await nc.request(m.reply!, enc.encode("+ACK"), { timeout: 5_000 });
+        else m.respond(enc.encode("+ACK"));
+        o.onDone?.({ task, worker: name, startedAt: hand.takenAt });
       } catch (err) {
         log.warn({ worker: name, id: task.id, err: String(err) }, "task failed; back to its level in 1s");
-        nc.publish(m.reply!, enc.encode(`-NAK ${JSON.stringify({ delay: nanos(1_000) })}`));
+        m.respond(enc.encode(`-NAK ${JSON.stringify({ delay: nanos(1_000) })}`));
       }
     }
   })().catch((err: unknown) => {
@@ -144,7 +206,9 @@ export async function startWorker(o: PriorityWorkerOptions): Promise<Stoppable> 
       stopping = true;
       wake?.();
       await loop;
+      handBack(hand); // what was taken but not started is free for other workers now
       bell.unsubscribe();
+      puller.close();
     },
   };
 }
@@ -157,6 +221,8 @@ export interface TierWorkerOptions {
   pull: { priority: number } | { min_pending: number };
   handler: (task: Task) => Promise<void>;
   log: Logger;
+  /** Wait for the server to confirm each ack (one round trip per task). */
+  confirmAcks?: boolean;
   onDone?: (d: Done) => void;
 }
 
@@ -172,7 +238,8 @@ export async function startTierWorker(o: TierWorkerOptions): Promise<Stoppable> 
     if (!task) return m.term(); // retrying cannot fix a malformed task
     const startedAt = performance.now();
     await o.handler(task);
-    await m.ackAck();
+    if (o.confirmAcks) await m.ackAck();
+    else m.ack();
     o.onDone?.({ task, worker: o.name, startedAt });
   };
   return serve(messages, handle, { nc: o.nc, log: o.log, who: { worker: o.name } });
