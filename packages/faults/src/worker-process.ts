@@ -9,6 +9,10 @@ const nc = await connect({
   name: process.env.WORKER_NAME,
   reconnectTimeWait: 100,
   maxReconnectAttempts: -1,
+  // Notice a silent link (a partition holds traffic rather than closing it) within seconds, not minutes.
+  pingInterval: 1_000,
+  maxPingOut: 3,
+  timeout: 2_000,
 });
 const retry = { backoffMs: (process.env.BACKOFF_MS ?? "500").split(",").map(Number), maxDeliver: Number(process.env.MAX_DELIVER ?? 4) };
 const name = process.env.WORKER_NAME ?? "worker";

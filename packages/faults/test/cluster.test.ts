@@ -18,7 +18,7 @@ import { type NatsCluster, sleep, startCluster, waitFor } from "@repo/harness";
 import { storedMessages } from "@repo/kit";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { jobs, Ledger, spawnWorker, type WorkerProcess } from "./helpers.js";
+import { jobs, Ledger, replicasCurrent, spawnWorker, streamLeader, type WorkerProcess } from "./helpers.js";
 
 const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 const retry: RetryPolicy = { backoffMs: [1_000, 1_000, 1_000], maxDeliver: 4 };
@@ -68,24 +68,8 @@ async function nodeViews() {
   );
 }
 
-async function leaderOf(stream: string): Promise<string> {
-  const info = await jsm.streams.info(stream);
-  expect(info.config.num_replicas).toBe(3);
-  return info.cluster!.leader!;
-}
-
-/** Waits until every replica of the stream is current, i.e. the restarted node has caught up. */
-async function caughtUp(stream: string) {
-  await waitFor(
-    `${stream} replicas current`,
-    async () => {
-      const info = await jsm.streams.info(stream).catch(() => undefined);
-      const replicas = info?.cluster?.replicas ?? [];
-      return replicas.length === 2 && replicas.every((r) => r.current && !r.offline);
-    },
-    { timeoutMs: 60_000, everyMs: 250 },
-  );
-}
+const leaderOf = (stream: string) => streamLeader(jsm, stream);
+const caughtUp = (stream: string) => replicasCurrent(jsm, stream);
 
 describe(`3-node cluster, nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
   it("work-queue: the stream leader is killed under publish + consume load; no acked job is lost, accounting holds, the node catches up", async () => {

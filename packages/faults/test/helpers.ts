@@ -1,8 +1,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import type { JetStreamManager } from "@nats-io/jetstream";
 import { encodeJob, type Outgoing } from "@patterns/work-queue/producer";
 import type { RetryPolicy } from "@patterns/work-queue/setup";
+import { waitFor } from "@repo/harness";
 
 /** What worker processes reported: job id -> how many times processed / dead-lettered. */
 export class Ledger {
@@ -51,4 +53,24 @@ export function spawnWorker(name: string, url: string, retry: RetryPolicy, ledge
 /** n jobs, every `poisonEvery`-th one a poison job that always fails. */
 export function jobs(prefix: string, n: number, poisonEvery = 50): Outgoing[] {
   return Array.from({ length: n }, (_, i) => encodeJob({ id: `${prefix}-${i}`, task: i % poisonEvery === 7 ? "poison" : "resize" }));
+}
+
+/** The R3 stream's leader, by server name. */
+export async function streamLeader(jsm: JetStreamManager, stream: string): Promise<string> {
+  const info = await jsm.streams.info(stream);
+  if (info.config.num_replicas !== 3) throw new Error(`${stream} has ${info.config.num_replicas} replicas, not 3`);
+  return info.cluster!.leader!;
+}
+
+/** Waits until both followers of the R3 stream are current: a restarted or reconnected node caught up. */
+export async function replicasCurrent(jsm: JetStreamManager, stream: string): Promise<void> {
+  await waitFor(
+    `${stream} replicas current`,
+    async () => {
+      const info = await jsm.streams.info(stream).catch(() => undefined);
+      const replicas = info?.cluster?.replicas ?? [];
+      return replicas.length === 2 && replicas.every((r) => r.current && !r.offline);
+    },
+    { timeoutMs: 60_000, everyMs: 250 },
+  );
 }

@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { findServerBinary } from "./binary.js";
+import { type Link, tcpLink } from "./link.js";
 import { freePort, type ServerOptions, serverProcess, syncLines } from "./server.js";
 
 export interface ClusterNode {
@@ -28,6 +29,18 @@ export interface NatsCluster {
   /** Resolves when every running node is healthy and they agree on a running JetStream meta leader. */
   ready(timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
+  /** With `partitions: true`: the network between the nodes, and between each node and its clients. */
+  net?: Network;
+}
+
+/** Cuts and heals links (see link.ts: a cut holds traffic like a partition, it does not reset it). */
+export interface Network {
+  /** Cuts the routes between two nodes, both ways. */
+  cut(a: string, b: string): void;
+  heal(a: string, b: string): void;
+  /** Cuts a node from the other nodes and from its clients (they then fail over to the others). */
+  isolate(name: string): void;
+  healAll(): void;
 }
 
 /**
@@ -72,27 +85,43 @@ export async function metaReady(nodes: { name: string; http: number; running(): 
   }
 }
 
-export async function startCluster(opts: ServerOptions & { size?: number } = {}): Promise<NatsCluster> {
+/**
+ * Starts a cluster of `size` nodes. With `partitions`, every route goes through a link per direction
+ * and every client through a link per node (link.ts), so a test can cut any of them; the nodes then
+ * advertise neither their real route address (a closed port instead: no direct implicit route around
+ * a cut) nor the other nodes' client addresses (clients stay on the links).
+ */
+export async function startCluster(opts: ServerOptions & { size?: number; partitions?: boolean } = {}): Promise<NatsCluster> {
   const bin = findServerBinary(opts.version);
   const size = opts.size ?? 3;
   const dir = mkdtempSync(join(tmpdir(), "jsp-cluster-"));
   const ports = await Promise.all(
     Array.from({ length: size }, async () => ({ client: await freePort(), route: await freePort(), http: await freePort() })),
   );
-  const routes = ports.map((p) => `nats-route://127.0.0.1:${p.route}`).join(",");
+  const names = ports.map((_, i) => `n${i + 1}`);
+  // links.get("n1>n2"): n1's route to n2; links.get("n1"): n1's clients.
+  const links = new Map<string, Link>();
+  if (opts.partitions) {
+    for (const [i, a] of names.entries()) {
+      links.set(a, await tcpLink(ports[i]!.client));
+      for (const [j, b] of names.entries()) if (i !== j) links.set(`${a}>${b}`, await tcpLink(ports[j]!.route));
+    }
+  }
+  const nowhere = opts.partitions ? await freePort() : 0;
   const procs = ports.map((p, i) => {
-    const name = `n${i + 1}`;
+    const name = names[i]!;
+    const routes = opts.partitions
+      ? names.filter((b) => b !== name).map((b) => `nats-route://127.0.0.1:${links.get(`${name}>${b}`)!.port}`)
+      : ports.map((q) => `nats-route://127.0.0.1:${q.route}`);
     const spec = {
       base: "cluster.conf" as const,
       extra: [syncLines(bin, opts.sync), opts.config ?? ""].join("\n"),
-      flags: ["--name", name, "--http_port", String(p.http), "--store_dir", join(dir, name, "store")].concat([
-        "--cluster",
-        `nats://127.0.0.1:${p.route}`,
-        "--routes",
-        routes,
-      ]),
+      flags: ["--name", name, "--http_port", String(p.http), "--store_dir", join(dir, name, "store")]
+        .concat(["--cluster", `nats://127.0.0.1:${p.route}`, "--routes", routes.join(",")])
+        .concat(opts.partitions ? ["--cluster_advertise", `127.0.0.1:${nowhere}`, "--no_advertise"] : []),
     };
-    return { name, port: p.client, http: p.http, proc: serverProcess(bin, join(dir, name), p.client, spec) };
+    const port = opts.partitions ? links.get(name)!.port : p.client;
+    return { name, port, http: p.http, proc: serverProcess(bin, join(dir, name), p.client, spec) };
   });
 
   const ready = (timeoutMs = 30_000) =>
@@ -102,9 +131,28 @@ export async function startCluster(opts: ServerOptions & { size?: number } = {})
     );
 
   const stop = async () => {
+    for (const l of links.values()) l.heal(); // a held connection must not keep a server from stopping
     await Promise.all(procs.map((n) => n.proc.halt("SIGTERM")));
+    await Promise.all([...links.values()].map((l) => l.close()));
     rmSync(dir, { recursive: true, force: true });
   };
+  const link = (key: string) => {
+    const l = links.get(key);
+    if (!l) throw new Error(`no link ${key}: start the cluster with { partitions: true }`);
+    return l;
+  };
+  const routesOf = (a: string, b: string) => [link(`${a}>${b}`), link(`${b}>${a}`)];
+  const net: Network | undefined = opts.partitions
+    ? {
+        cut: (a, b) => routesOf(a, b).forEach((l) => l.cut()),
+        heal: (a, b) => routesOf(a, b).forEach((l) => l.heal()),
+        isolate(name) {
+          for (const b of names) if (b !== name) this.cut(name, b);
+          link(name).cut();
+        },
+        healAll: () => links.forEach((l) => l.heal()),
+      }
+    : undefined;
 
   try {
     await Promise.all(procs.map((n) => n.proc.start()));
@@ -135,5 +183,6 @@ export async function startCluster(opts: ServerOptions & { size?: number } = {})
     },
     ready,
     stop,
+    net,
   };
 }

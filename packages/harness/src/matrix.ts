@@ -119,5 +119,7 @@ for (const project of projects) {
 const passed = cells.reduce((n, c) => n + c.passed, 0);
 const failed = cells.reduce((n, c) => n + c.failed, 0);
 const skipped = cells.reduce((n, c) => n + c.skipped, 0);
-process.stdout.write(`\n${lines.join("\n")}\n\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}\n`);
+process.stdout.write(
+  `\n${lines.join("\n")}\n\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""} (Node ${process.version})\n`,
+);
 process.exit(failed === 0 && cells.every((c) => c.ok) ? 0 : 1);

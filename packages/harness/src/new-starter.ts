@@ -132,7 +132,7 @@ writeFileSync(
     private: true,
     type: "module",
     description: pkg.description,
-    engines: { node: ">=20" },
+    engines: { node: "^20.19.0 || ^22.12.0 || >=24" }, // tested: 20 and 24 in .ci/run, 22 and 24 in the workflow
     // The pattern's own entries come along: every script that runs a file of src/ (work-queue: the
     // service as `start`, the demo as `demo`, `dlq`); a pattern without a service starts its demo.
     scripts: {
@@ -181,7 +181,7 @@ writeFileSync(
   `<!-- Made by "pnpm run new ${name}" from jetstream-patterns; the pattern's README follows. -->
 # ${project}
 
-Standalone copy of the **${name}** pattern. It needs Node 20 or newer and a nats-server with
+Standalone copy of the **${name}** pattern. It needs Node 22 or 24 (tested; 20 works but is past its end of life) and a nats-server with
 JetStream (\`nats-server -js\`, or \`docker run -p 4222:4222 nats -js\`).
 
 \`\`\`sh

@@ -178,12 +178,19 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   // asked for, so no job waits in a client buffer while its ack_wait runs out (a buffered job would be
   // redelivered to another worker and run twice). Fetches overlap, so freed slots are refilled at once.
   const concurrency = opts.concurrency ?? 1;
+  // Wait until half the slots are free rather than pulling a few at a time: fewer, larger pulls.
+  const refill = Math.max(1, Math.floor(concurrency / 2));
   let busy = 0;
   let asked = 0;
   let wake: (() => void) | undefined;
   const changed = () => {
     wake?.();
     wake = undefined;
+  };
+  // Wakes the loop only when it has something to do (not once per job): enough free slots for a
+  // pull, or, when stopping, the last job done.
+  const freed = () => {
+    if (stopping ? busy === 0 : concurrency - busy - asked >= refill) changed();
   };
   const run = async (m: JsMsg) => {
     try {
@@ -195,7 +202,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
       log.error({ worker: name, seq: m.seq, err: String(err) }, "job left for redelivery");
     } finally {
       busy--;
-      changed();
+      freed();
     }
   };
   const fetches = new Set<Promise<void>>();
@@ -219,14 +226,13 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
       await delay(100);
     } finally {
       asked -= n - received;
-      changed();
+      freed();
     }
   };
   const done = (async () => {
     while (!stopping && !nc.isClosed()) {
       const free = concurrency - busy - asked;
-      // Wait until half the slots are free rather than pulling a few at a time: fewer, larger pulls.
-      if (free < Math.max(1, Math.floor(concurrency / 2))) {
+      if (free < refill) {
         await new Promise<void>((r) => (wake = r));
         continue;
       }

@@ -164,9 +164,10 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
   });
 
   it("does not dead-letter a job whose first attempts fail and whose last attempt succeeds", async (ctx) => {
-    // On 2.9.10 a delivery is now and then lost in transit (CI saw a job's 4th delivery never reach a
-    // worker, then its 5th dead-lettered as a grace delivery): a lost delivery costs a try, by design,
-    // so this exact count only holds where deliveries are not lost. Seen twice in CI, never on 2.10+.
+    // Not on 2.9: there a failed delivery (a pull request answered after its fetch ended) costs a try
+    // and can come back with its count going backwards (CI saw a job's 4th delivery never arrive, and
+    // a count-1 delivery after the job was processed on delivery 4). Server bugs, fixed in
+    // nats-server#5305 (2.10.14) and #5338 (2.10.16): see the README. The exact count needs those fixes.
     if (!versionAtLeast(nc.info?.version, "2.10.0")) ctx.skip();
     const t = tally();
     await spawnWorkers(
@@ -177,7 +178,7 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
       t.onOutcome,
     );
     await publishJobs(nc, jobsNamed("flaky", 3));
-    // On failure, say what did happen to each job (a rare timeout on 2.9.10 in CI is still unexplained).
+    // On failure, say what did happen to each job.
     const detail = () =>
       t.outcomes.map((o) => `${o.kind}:${o.job?.id ?? o.ctx.seq}@${o.ctx.delivery}${o.kind === "dead_lettered" ? ` (${o.reason})` : ""}`);
     await waitFor("3 flaky jobs processed", () => t.ids("processed").length === 3, { timeoutMs: 30_000, detail });
