@@ -144,13 +144,19 @@ export async function startCluster(opts: ServerOptions & { size?: number; partit
   const routesOf = (a: string, b: string) => [link(`${a}>${b}`), link(`${b}>${a}`)];
   const net: Network | undefined = opts.partitions
     ? {
-        cut: (a, b) => routesOf(a, b).forEach((l) => l.cut()),
-        heal: (a, b) => routesOf(a, b).forEach((l) => l.heal()),
+        cut(a, b) {
+          for (const l of routesOf(a, b)) l.cut();
+        },
+        heal(a, b) {
+          for (const l of routesOf(a, b)) l.heal();
+        },
         isolate(name) {
           for (const b of names) if (b !== name) this.cut(name, b);
           link(name).cut();
         },
-        healAll: () => links.forEach((l) => l.heal()),
+        healAll() {
+          for (const l of links.values()) l.heal();
+        },
       }
     : undefined;
 
