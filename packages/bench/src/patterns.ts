@@ -19,7 +19,14 @@ import { appendEvents, ledgerEvents } from "@patterns/ordered-replay/producer";
 import { replay } from "@patterns/ordered-replay/replayer";
 import { STREAM as LEDGER, setup as ledgerSetup } from "@patterns/ordered-replay/setup";
 import { publishTasks, type Task } from "@patterns/priority-queue/producer";
-import { nativeSupport, OVERFLOW_STREAM, STREAM as TASKS, TIERED_STREAM, setup as tasksSetup } from "@patterns/priority-queue/setup";
+import {
+  LEVELS,
+  nativeSupport,
+  OVERFLOW_STREAM,
+  STREAM as TASKS,
+  TIERED_STREAM,
+  setup as tasksSetup,
+} from "@patterns/priority-queue/setup";
 import { startWorker as startPriorityWorker, startTierWorker } from "@patterns/priority-queue/worker";
 import { createLogger } from "@repo/kit";
 import { type Context, interleaved, rssMb, type Sample, timed, within } from "./measure.js";
@@ -131,7 +138,7 @@ export async function patternBenches(ctx: Context): Promise<void> {
 
   // priority-queue: 4 workers drain a backlog spread over three levels, high first.
   {
-    const r = await priorityRun(ctx, ctx.n, {});
+    const r = await priorityRun(ctx, priorityTasks(ctx.n));
     ctx.expect("priority-queue", r.count, ctx.n);
     ctx.record({
       name: "priority-queue",
@@ -142,7 +149,7 @@ export async function patternBenches(ctx: Context): Promise<void> {
       rssMb: r.rssMb,
     });
     const one = Math.min(ctx.n, 20_000); // a pull per task: fewer tasks, the same rate
-    const single = await priorityRun(ctx, one, { batch: 1 });
+    const single = await priorityRun(ctx, priorityTasks(one), { batch: 1 });
     ctx.expect("priority-queue (batch 1)", single.count, one);
     ctx.record({
       name: "priority-queue.batch1",
@@ -151,7 +158,7 @@ export async function patternBenches(ctx: Context): Promise<void> {
       ratioOf: "priority-queue",
     });
     if (nativeSupport(ctx.nc.info?.version).prioritized) {
-      const tiered = await tieredRun(ctx, ctx.n);
+      const tiered = await priorityRun(ctx, priorityTasks(ctx.n), { tiered: true });
       ctx.expect("priority-queue (prioritized group)", tiered.count, ctx.n);
       ctx.record({
         name: "priority-queue.prioritized",
@@ -242,31 +249,38 @@ export async function patternBenches(ctx: Context): Promise<void> {
   }
 }
 
-const LEVEL_OF = ["high", "normal", "low"] as const;
+/** `count` tasks spread over the three levels in turn (the same tasks go to BullMQ in queues.ts). */
+export function priorityTasks(count: number): Task[] {
+  const run = Date.now().toString(36);
+  return Array.from({ length: count }, (_, i) => ({ id: `${run}-${i}`, level: LEVELS[i % LEVELS.length]! }));
+}
 
-/** The priority-queue pattern: `count` tasks over 3 levels, drained by 4 workers on their own connections. */
-export async function priorityRun(ctx: Context, count: number, opts: { batch?: number }): Promise<Sample & { rssMb: number[] }> {
+/**
+ * The priority-queue pattern drains `tasks` with 4 workers on their own connections: level workers
+ * (`batch` tasks per pull), or with `tiered` workers in the native `prioritized` group (nats-server
+ * 2.12+), all in the preferred tier, the tasks published to that group's stream.
+ */
+export async function priorityRun(
+  ctx: Context,
+  tasks: Task[],
+  opts: { batch?: number; tiered?: boolean } = {},
+): Promise<Sample & { rssMb: number[] }> {
   const jsm = await deleteStreams(ctx, [TASKS, TIERED_STREAM, OVERFLOW_STREAM]);
   await tasksSetup(jsm, ctx.nc.info?.version);
-  const run = Date.now().toString(36);
-  const tasks: Task[] = Array.from({ length: count }, (_, i) => ({ id: `${run}-${i}`, level: LEVEL_OF[i % 3]! }));
-  await publishTasks(ctx.nc, tasks);
+  await publishTasks(ctx.nc, tasks, opts.tiered ? { subject: () => "tiered.tasks.bench", stream: TIERED_STREAM } : {});
   const conns = await Promise.all([1, 2, 3, 4].map(() => connect({ servers: ctx.url })));
   const rss = [rssMb()];
   let handled = 0;
   let allDone: () => void = () => {};
   const done = new Promise<void>((r) => (allDone = r));
+  const handler = async () => {};
+  const onDone = () => void (++handled === tasks.length && allDone());
   const r = await timed(async () => {
     const workers = await Promise.all(
       conns.map((nc, i) =>
-        startPriorityWorker({
-          nc,
-          name: `p${i}`,
-          log,
-          ...opts,
-          handler: async () => {},
-          onDone: () => void (++handled === count && allDone()),
-        }),
+        opts.tiered
+          ? startTierWorker({ nc, stream: TIERED_STREAM, name: `t${i}`, pull: { priority: 0 }, log, handler, onDone })
+          : startPriorityWorker({ nc, name: `p${i}`, log, batch: opts.batch, handler, onDone }),
       ),
     );
     await within(done, 300_000);
@@ -276,37 +290,4 @@ export async function priorityRun(ctx: Context, count: number, opts: { batch?: n
   rss.push(rssMb());
   await Promise.all(conns.map((c) => c.close()));
   return { ...r, rssMb: rss };
-}
-
-/** 4 workers in the native `prioritized` group (nats-server 2.12+), all in the preferred tier. */
-async function tieredRun(ctx: Context, count: number): Promise<Sample> {
-  const jsm = await deleteStreams(ctx, [TASKS, TIERED_STREAM, OVERFLOW_STREAM]);
-  await tasksSetup(jsm, ctx.nc.info?.version);
-  const run = Date.now().toString(36);
-  const tasks: Task[] = Array.from({ length: count }, (_, i) => ({ id: `${run}-${i}`, level: "normal" }));
-  await publishTasks(ctx.nc, tasks, { subject: () => "tiered.tasks.bench", stream: TIERED_STREAM });
-  const conns = await Promise.all([1, 2, 3, 4].map(() => connect({ servers: ctx.url })));
-  let handled = 0;
-  let allDone: () => void = () => {};
-  const done = new Promise<void>((r) => (allDone = r));
-  const r = await timed(async () => {
-    const workers = await Promise.all(
-      conns.map((nc, i) =>
-        startTierWorker({
-          nc,
-          stream: TIERED_STREAM,
-          name: `t${i}`,
-          pull: { priority: 0 },
-          log,
-          handler: async () => {},
-          onDone: () => void (++handled === count && allDone()),
-        }),
-      ),
-    );
-    await within(done, 300_000);
-    await Promise.all(workers.map((w) => w.stop()));
-    return handled;
-  });
-  await Promise.all(conns.map((c) => c.close()));
-  return r;
 }

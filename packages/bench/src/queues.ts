@@ -17,7 +17,7 @@ import { createLogger, createPublisher } from "@repo/kit";
 import { Worker as BullWorker, Queue } from "bullmq";
 import * as hdr from "hdr-histogram-js";
 import { type Context, type Latency, rssMb, type Sample, timed, within } from "./measure.js";
-import { priorityRun } from "./patterns.js";
+import { priorityRun, priorityTasks } from "./patterns.js";
 
 export const WORKERS = 4;
 export const CONCURRENCY = 64;
@@ -224,7 +224,7 @@ export async function bullmqQueue(ctx: Context): Promise<void> {
   const redis = await startRedis();
   const connection: Connection = { host: "127.0.0.1", port: redis.port, maxRetriesPerRequest: null };
   const run = Date.now().toString(36);
-  const tasks: Task[] = Array.from({ length: prioCount }, (_, i) => ({ id: `${run}-${i}`, level: LEVELS[i % 3]! }));
+  const tasks = priorityTasks(prioCount);
   let bullLatency: { run: Sample; latency: Latency } | undefined;
   try {
     const r = await bullmqRun(connection, count, {
@@ -265,7 +265,7 @@ export async function bullmqQueue(ctx: Context): Promise<void> {
     ratioOf: "bullmq",
     goal: 3,
   });
-  const pq = await priorityRun(ctx, prioCount, {});
+  const pq = await priorityRun(ctx, tasks); // the tasks BullMQ had
   ctx.expect("priority-queue (vs BullMQ)", pq.count, prioCount);
   ctx.record({
     name: "priority-queue.vs_bullmq",
