@@ -10,7 +10,6 @@ import { directoryBank } from "@patterns/exactly-once/effects";
 import { charges, publishCharges } from "@patterns/exactly-once/producer";
 import { LEDGER as CHARGE_LEDGER, COMMANDS, setup as setupCharges } from "@patterns/exactly-once/setup";
 import { appendEvents, ledgerEvents } from "@patterns/ordered-replay/producer";
-import { replay } from "@patterns/ordered-replay/replayer";
 import { STREAM as LEDGER, setup as setupLedger } from "@patterns/ordered-replay/setup";
 import { startDeadLetterMover } from "@patterns/work-queue/dead-letter";
 import { DLQ_STREAM, type RetryPolicy, STREAM, setup } from "@patterns/work-queue/setup";
@@ -18,7 +17,7 @@ import { type NatsCluster, sleep, startCluster, waitFor } from "@repo/harness";
 import { storedMessages } from "@repo/kit";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { jobs, Ledger, replicasCurrent, spawnWorker, streamLeader, type WorkerProcess } from "./helpers.js";
+import { firstAccepted, jobs, Ledger, replaySeqs, replicasCurrent, spawnWorker, streamLeader, type WorkerProcess } from "./helpers.js";
 
 const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 const retry: RetryPolicy = { backoffMs: [1_000, 1_000, 1_000], maxDeliver: 4 };
@@ -142,18 +141,7 @@ describe(`3-node cluster, nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
       appliers.push({ anc, applier: await startApplier({ nc: anc, name, states, bank, log, onOutcome: (o) => void outcomes.push(o) }) });
     }
     const list = charges(600, "r3");
-    // The first publish to a new R3 stream can see "no responders" while interest propagates: retry it.
-    for (
-      let i = 0;
-      !(await publishCharges(nc, list.slice(0, 1)).then(
-        () => true,
-        () => false,
-      ));
-      i++
-    ) {
-      if (i >= 40) throw new Error("the new R3 stream never accepted a publish");
-      await sleep(250);
-    }
+    await firstAccepted("a charge", () => publishCharges(nc, list.slice(0, 1)));
     await publishCharges(nc, list.slice(1));
     await waitFor("a quarter applied", () => outcomes.length >= 150, { timeoutMs: 60_000 });
     const leader = cluster.node(await leaderOf(COMMANDS));
@@ -176,30 +164,10 @@ describe(`3-node cluster, nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
 
   it("ordered-replay: gap-free and in order across a stream leader change", async () => {
     await setupLedger(jsm, nc);
-    // The first publish to a new R3 stream can see "no responders" while the new leader's interest
-    // reaches this client's node: retry that one (bounded), then append the rest.
     const events = ledgerEvents(3_000);
-    for (let i = 0; ; i++) {
-      const ok = await appendEvents(nc, events.slice(0, 1)).then(
-        () => true,
-        () => false,
-      );
-      if (ok) break;
-      if (i >= 40) throw new Error("the new R3 stream never accepted a publish");
-      await sleep(250);
-    }
+    await firstAccepted("an event", () => appendEvents(nc, events.slice(0, 1)));
     await appendEvents(nc, events.slice(1));
-    const seqs: number[] = [];
-    const replaying = replay({
-      nc,
-      log,
-      name: "cluster",
-      from: "start",
-      handler: async (e) => {
-        seqs.push(e.seq);
-        if (e.seq % 100 === 0) await sleep(25);
-      },
-    });
+    const { seqs, done: replaying } = replaySeqs(nc, "cluster", log);
     await waitFor("a fifth replayed", () => seqs.length >= 600);
     const leader = cluster.node(await leaderOf(LEDGER));
     await leader.kill();

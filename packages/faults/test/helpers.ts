@@ -2,9 +2,12 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { replay } from "@patterns/ordered-replay/replayer";
 import { encodeJob, type Outgoing } from "@patterns/work-queue/producer";
 import type { RetryPolicy } from "@patterns/work-queue/setup";
-import { waitFor } from "@repo/harness";
+import { sleep, waitFor } from "@repo/harness";
+import type { Logger } from "pino";
 
 /** What worker processes reported: job id -> how many times processed / dead-lettered. */
 export class Ledger {
@@ -73,4 +76,36 @@ export async function replicasCurrent(jsm: JetStreamManager, stream: string): Pr
     },
     { timeoutMs: 60_000, everyMs: 250 },
   );
+}
+
+/**
+ * A new R3 stream's first publish can see "no responders" while its leader's interest reaches this
+ * client's node: tries `publish` (one message) every 250 ms for up to 10 s.
+ */
+export async function firstAccepted(what: string, publish: () => Promise<unknown>): Promise<void> {
+  await waitFor(
+    `the new R3 stream to accept ${what}`,
+    () =>
+      publish().then(
+        () => true,
+        () => false,
+      ),
+    { timeoutMs: 10_000, everyMs: 250 },
+  );
+}
+
+/** Replays the ordered-replay ledger from the start, recording each sequence; a short pause every 100 events so a fault lands mid-replay. */
+export function replaySeqs(nc: NatsConnection, name: string, log: Logger): { seqs: number[]; done: Promise<unknown> } {
+  const seqs: number[] = [];
+  const done = replay({
+    nc,
+    log,
+    name,
+    from: "start",
+    handler: async (e) => {
+      seqs.push(e.seq);
+      if (e.seq % 100 === 0) await sleep(25);
+    },
+  });
+  return { seqs, done };
 }

@@ -5,7 +5,6 @@ import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jet
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { publishPipelined } from "@patterns/dedup-publish/producer";
 import { appendEvents, ledgerEvents } from "@patterns/ordered-replay/producer";
-import { replay } from "@patterns/ordered-replay/replayer";
 import { STREAM as LEDGER, setup as setupLedger } from "@patterns/ordered-replay/setup";
 import { startDeadLetterMover } from "@patterns/work-queue/dead-letter";
 import { DLQ_STREAM, type RetryPolicy, STREAM, setup } from "@patterns/work-queue/setup";
@@ -13,7 +12,7 @@ import { type NatsCluster, type Network, sleep, startCluster, waitFor } from "@r
 import { storedMessages } from "@repo/kit";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { jobs, Ledger, replicasCurrent, spawnWorker, streamLeader, type WorkerProcess } from "./helpers.js";
+import { firstAccepted, jobs, Ledger, replaySeqs, replicasCurrent, spawnWorker, streamLeader, type WorkerProcess } from "./helpers.js";
 
 const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
 const retry: RetryPolicy = { backoffMs: [1_000, 1_000, 1_000], maxDeliver: 4 };
@@ -47,6 +46,30 @@ async function startWorkers(ledger: Ledger): Promise<WorkerProcess[]> {
   cleanup.push(() => Promise.all(workers.map((w) => w.kill())));
   await Promise.all(workers.map((w) => w.ready));
   return workers;
+}
+
+/**
+ * The work queue under load: its streams, a dlq-mover, 3 worker processes reporting to a ledger, and
+ * `n` jobs published steadily; resolves once `first` jobs are processed.
+ */
+async function workQueueUnderLoad(prefix: string, n: number, first: number) {
+  await setup(jsm, retry);
+  const mover = await startDeadLetterMover(nc, log);
+  cleanup.push(() => mover.stop());
+  const ledger = new Ledger();
+  const workers = await startWorkers(ledger);
+  const all = jobs(prefix, n);
+  const publishing = publishSteadily(all);
+  await waitFor(`${first} processed`, () => ledger.processed.size >= first, { timeoutMs: 60_000 });
+  return {
+    ledger,
+    all,
+    publishing,
+    async stop() {
+      for (const w of workers) await w.stop();
+      await mover.stop();
+    },
+  };
 }
 
 /** Jobs published in 100s, 100 ms apart, through the pattern's resending publisher (same msg ids). */
@@ -105,14 +128,7 @@ describe(`3-node cluster with partitions, nats-server ${process.env.NATS_SERVER_
   // repo does not claim this guarantee until it is. The new leader, the clients' failover and the
   // catch-up all happened in those runs.
   it.skip("work-queue: the stream leader is isolated under load; the majority carries on, its clients fail over, nothing acked is lost or stored twice, it catches up", async () => {
-    await setup(jsm, retry);
-    const mover = await startDeadLetterMover(nc, log);
-    cleanup.push(() => mover.stop());
-    const ledger = new Ledger();
-    const workers = await startWorkers(ledger);
-    const all = jobs("pj", 4_000);
-    const publishing = publishSteadily(all);
-    await waitFor("300 processed", () => ledger.processed.size >= 300, { timeoutMs: 60_000 });
+    const { ledger, all, publishing, stop } = await workQueueUnderLoad("pj", 4_000, 300);
 
     const old = await streamLeader(jsm, STREAM);
     // A client on the node about to be isolated, and only there at first.
@@ -144,33 +160,17 @@ describe(`3-node cluster with partitions, nats-server ${process.env.NATS_SERVER_
     await accountingHolds(ledger, [...all, { id: "via-failover", subject: "jobs.resize", data: new Uint8Array() }]);
     await replicasCurrent(jsm, STREAM); // the old leader caught up
     await onOld.close();
-    for (const w of workers) await w.stop();
-    await mover.stop();
+    await stop();
   });
 
   it("ordered-replay: gap-free and in order across a partition of the stream leader", async () => {
     await setupLedger(jsm, nc);
     const events = ledgerEvents(3_000);
-    await waitFor("the new R3 stream accepts a publish", () =>
-      appendEvents(nc, events.slice(0, 1)).then(
-        () => true,
-        () => false,
-      ),
-    );
+    await firstAccepted("an event", () => appendEvents(nc, events.slice(0, 1)));
     await appendEvents(nc, events.slice(1));
     const rnc = await connect({ servers: cluster.url.split(","), ...quick });
     cleanup.push(() => rnc.close());
-    const seqs: number[] = [];
-    const replaying = replay({
-      nc: rnc,
-      log,
-      name: "partition",
-      from: "start",
-      handler: async (e) => {
-        seqs.push(e.seq);
-        if (e.seq % 100 === 0) await sleep(25);
-      },
-    });
+    const { seqs, done: replaying } = replaySeqs(rnc, "partition", log);
     await waitFor("a fifth replayed", () => seqs.length >= 600);
     net.isolate(await streamLeader(jsm, LEDGER));
     await sleep(5_000);
@@ -183,14 +183,7 @@ describe(`3-node cluster with partitions, nats-server ${process.env.NATS_SERVER_
   });
 
   it("work-queue: a flapping route between the leader and a follower (5 cuts): every job processed or dead-lettered, none lost, none stored twice", async () => {
-    await setup(jsm, retry);
-    const mover = await startDeadLetterMover(nc, log);
-    cleanup.push(() => mover.stop());
-    const ledger = new Ledger();
-    const workers = await startWorkers(ledger);
-    const all = jobs("fj", 2_000);
-    const publishing = publishSteadily(all);
-    await waitFor("200 processed", () => ledger.processed.size >= 200, { timeoutMs: 60_000 });
+    const { ledger, all, publishing, stop } = await workQueueUnderLoad("fj", 2_000, 200);
     const leader = await streamLeader(jsm, STREAM);
     const follower = cluster.nodes.map((n) => n.name).find((n) => n !== leader)!;
     for (let flap = 0; flap < 5; flap++) {
@@ -203,7 +196,6 @@ describe(`3-node cluster with partitions, nats-server ${process.env.NATS_SERVER_
     expect(published.filter((r) => r.error)).toEqual([]);
     await accountingHolds(ledger, all);
     await replicasCurrent(jsm, STREAM);
-    for (const w of workers) await w.stop();
-    await mover.stop();
+    await stop();
   });
 });
