@@ -116,7 +116,7 @@ export async function startWorker(o: PriorityWorkerOptions): Promise<Stoppable> 
   let wake: (() => void) | undefined;
   const bell = nc.subscribe("tasks.*", {
     callback: (_err, m) => {
-      const level = LEVELS.indexOf(m.subject.slice("tasks.".length) as Level);
+      const level = LEVELS.findIndex((l) => subjectFor(l) === m.subject);
       if (level >= 0) rung = Math.min(rung, level);
       wake?.();
     },
