@@ -3,7 +3,7 @@
 // holds traffic the way a partition does; nothing is reset by it. Every cut is healed within seconds.
 import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { publishPipelined } from "@patterns/dedup-publish/producer";
+import { type Published, publishPipelined } from "@patterns/dedup-publish/producer";
 import { appendEvents, ledgerEvents } from "@patterns/ordered-replay/producer";
 import { STREAM as LEDGER, setup as setupLedger } from "@patterns/ordered-replay/setup";
 import { startDeadLetterMover } from "@patterns/work-queue/dead-letter";
@@ -88,16 +88,14 @@ function publishSteadily(all: ReturnType<typeof jobs>) {
 }
 
 /** Every job processed or dead-lettered, never both; the poison ones dead-lettered; nothing stored twice. */
-async function accountingHolds(ledger: Ledger, all: ReturnType<typeof jobs>) {
+async function accountingHolds(ledger: Ledger, all: ReturnType<typeof jobs>, published: Published[]) {
   const poison = all.filter((j) => j.subject === "jobs.poison").length;
   await waitFor("every job accounted for", () => ledger.accounted() >= all.length, {
     timeoutMs: 90_000,
     detail: async () => ({
       accounted: ledger.accounted(),
-      missing: all
-        .filter((j) => !ledger.processed.has(j.id) && !ledger.deadLettered.has(j.id))
-        .map((j) => j.id)
-        .slice(0, 8),
+      // How the server answered the publishes of the first missing jobs (stored at seq, or a duplicate of it).
+      missing: published.filter((r) => !ledger.processed.has(r.id) && !ledger.deadLettered.has(r.id)).slice(0, 8),
       jobs: (await jsm.streams.info(STREAM).catch((e: Error) => ({ state: e.message }))).state,
       consumer: await jsm.consumers.info(STREAM, "workers").then(
         (c) => ({
@@ -121,13 +119,7 @@ async function accountingHolds(ledger: Ledger, all: ReturnType<typeof jobs>) {
 }
 
 describe(`3-node cluster with partitions, nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
-  // Skipped: it fails. In 2 of 2 runs here (nats-server 2.15.1) 32 jobs whose publishes were acked were
-  // never stored (the stream's last_seq 3969 of 4001): the first window of the batch in flight when the
-  // leader was cut off, acked and missing. Whether the publisher, this harness's link (a cut holds
-  // traffic and replays it on healing, as TCP would) or the server is at fault is not found yet: the
-  // repo does not claim this guarantee until it is. The new leader, the clients' failover and the
-  // catch-up all happened in those runs.
-  it.skip("work-queue: the stream leader is isolated under load; the majority carries on, its clients fail over, nothing acked is lost or stored twice, it catches up", async () => {
+  it("work-queue: the stream leader is isolated under load; the majority carries on, its clients fail over, nothing acked is lost or stored twice, it catches up", async () => {
     const { ledger, all, publishing, stop } = await workQueueUnderLoad("pj", 4_000, 300);
 
     const old = await streamLeader(jsm, STREAM);
@@ -140,6 +132,7 @@ describe(`3-node cluster with partitions, nats-server ${process.env.NATS_SERVER_
     cleanup.push(() => onOld.close());
     expect(onOld.getServer()).toContain(String(cluster.node(old).port));
     net.isolate(old);
+    const cutBatch = publishing.batches();
     const isolatedAt = ledger.processed.size;
     await waitFor("a new leader on the majority side", async () => (await streamLeader(jsm, STREAM).catch(() => old)) !== old, {
       timeoutMs: 30_000,
@@ -152,12 +145,12 @@ describe(`3-node cluster with partitions, nats-server ${process.env.NATS_SERVER_
     });
     expect(ack.stream).toBe(STREAM);
     await waitFor("work goes on while the old leader is cut off", () => ledger.processed.size >= isolatedAt + 200, { timeoutMs: 30_000 });
-    expect(publishing.batches()).toBeLessThan(40); // still publishing during the partition
+    await waitFor("a whole batch published during the partition", () => publishing.batches() > cutBatch + 1, { timeoutMs: 30_000 });
     net.healAll();
 
     const published = await publishing.done;
     expect(published.filter((r) => r.error)).toEqual([]); // every job acked, some after resends
-    await accountingHolds(ledger, [...all, { id: "via-failover", subject: "jobs.resize", data: new Uint8Array() }]);
+    await accountingHolds(ledger, [...all, { id: "via-failover", subject: "jobs.resize", data: new Uint8Array() }], published);
     await replicasCurrent(jsm, STREAM); // the old leader caught up
     await onOld.close();
     await stop();
@@ -194,7 +187,7 @@ describe(`3-node cluster with partitions, nats-server ${process.env.NATS_SERVER_
     }
     const published = await publishing.done;
     expect(published.filter((r) => r.error)).toEqual([]);
-    await accountingHolds(ledger, all);
+    await accountingHolds(ledger, all, published);
     await replicasCurrent(jsm, STREAM);
     await stop();
   });

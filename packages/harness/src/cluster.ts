@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { findServerBinary } from "./binary.js";
 import { type Link, tcpLink } from "./link.js";
-import { freePort, type ServerOptions, serverProcess, syncLines } from "./server.js";
+import { reservePorts, type ServerOptions, serverProcess, syncLines } from "./server.js";
 
 export interface ClusterNode {
   name: string;
@@ -95,9 +95,11 @@ export async function startCluster(opts: ServerOptions & { size?: number; partit
   const bin = findServerBinary(opts.version);
   const size = opts.size ?? 3;
   const dir = mkdtempSync(join(tmpdir(), "jsp-cluster-"));
-  const ports = await Promise.all(
-    Array.from({ length: size }, async () => ({ client: await freePort(), route: await freePort(), http: await freePort() })),
-  );
+  // Held until the links listen, so that no link takes a node's port.
+  const reserved = await reservePorts(3 * size + 1);
+  const free = [...reserved.ports];
+  const ports = Array.from({ length: size }, () => ({ client: free.pop()!, route: free.pop()!, http: free.pop()! }));
+  const nowhere = free.pop()!;
   const names = ports.map((_, i) => `n${i + 1}`);
   // links.get("n1>n2"): n1's route to n2; links.get("n1"): n1's clients.
   const links = new Map<string, Link>();
@@ -107,7 +109,7 @@ export async function startCluster(opts: ServerOptions & { size?: number; partit
       for (const [j, b] of names.entries()) if (i !== j) links.set(`${a}>${b}`, await tcpLink(ports[j]!.route));
     }
   }
-  const nowhere = opts.partitions ? await freePort() : 0;
+  await reserved.release();
   const procs = ports.map((p, i) => {
     const name = names[i]!;
     const routes = opts.partitions

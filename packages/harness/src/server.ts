@@ -8,7 +8,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { type AddressInfo, createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { compareVersions, findServerBinary, repoRoot, type ServerBinary } from "./binary.js";
@@ -61,15 +61,30 @@ process.once("exit", () => {
 });
 
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
+  const reserved = await reservePorts(1);
+  await reserved.release();
+  return reserved.ports[0]!;
+}
+
+/**
+ * `n` distinct free loopback ports, each held by a listening socket until `release()`: ports chosen
+ * one after the other and freed at once can repeat, and a listener opened meanwhile (a link) cannot
+ * take one that is still held.
+ */
+export async function reservePorts(n: number): Promise<{ ports: number[]; release(): Promise<void> }> {
+  const servers: Server[] = [];
+  const release = () => Promise.all(servers.map((srv) => new Promise<void>((r) => srv.close(() => r())))).then(() => undefined);
+  try {
+    for (let i = 0; i < n; i++) {
+      const srv = createServer();
+      servers.push(srv);
+      await new Promise<void>((resolve, reject) => srv.once("error", reject).listen(0, "127.0.0.1", resolve));
+    }
+  } catch (err) {
+    await release();
+    throw err;
+  }
+  return { ports: servers.map((srv) => (srv.address() as AddressInfo).port), release };
 }
 
 function waitForExit(child: ChildProcess, ms: number): Promise<boolean> {
