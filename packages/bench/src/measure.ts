@@ -1,4 +1,6 @@
 // What every benchmark shares: the result record, the context it runs in, and the two measurements.
+import { spawn } from "node:child_process";
+import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 
 export interface Result {
@@ -50,10 +52,57 @@ export interface Context {
   expect(what: string, got: number, wanted: number): void;
 }
 
+/** What a benchmark run by alone.ts in a process of its own reports on its one line of stdout. */
+export interface AloneReport extends Sample {
+  rssMb: number[];
+  problems: { what: string; got: number; wanted: number }[];
+}
+
+/**
+ * Runs benchmark `name` of alone.ts over `count` messages in a new node process (same server), and
+ * passes on what it could not account for: for client memory that is the benchmark's own.
+ */
+export async function inFreshProcess(ctx: Context, name: string, count: number): Promise<Sample & { rssMb: number[] }> {
+  const child = spawn(
+    process.execPath,
+    ["--expose-gc", "--import", "tsx", join(import.meta.dirname, "alone.ts"), name, ctx.url, String(count)],
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
+  let out = "";
+  child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+  const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
+  if (code !== 0) throw new Error(`${name} in a process of its own exited ${code}`);
+  const report = JSON.parse(out.trim().split("\n").at(-1)!) as AloneReport;
+  for (const p of report.problems) ctx.expect(p.what, p.got, p.wanted);
+  return { count: report.count, seconds: report.seconds, rssMb: report.rssMb };
+}
+
 /** Client RSS in MB, after a full GC when node runs with --expose-gc (`pnpm bench` does). */
 export function rssMb(): number {
   (globalThis as { gc?: () => void }).gc?.();
   return Math.round(process.memoryUsage().rss / 1e6);
+}
+
+/**
+ * Client RSS samples for a run of `count` messages: once it is under way (a tenth done: the buffers it
+ * needs are allocated by then), half way, and at the end. Call `tick()` per message, `end()` after.
+ */
+export function rssSampler(count: number) {
+  const samples: number[] = [];
+  const at = new Set([Math.max(1, Math.floor(count / 10)), Math.floor(count / 2)]);
+  let seen = 0;
+  return {
+    samples,
+    tick() {
+      if (at.has(++seen)) samples.push(rssMb());
+    },
+    end() {
+      samples.push(rssMb());
+      return samples;
+    },
+  };
 }
 
 export async function timed(fn: () => Promise<number>): Promise<{ count: number; seconds: number }> {

@@ -29,7 +29,7 @@ import {
 } from "@patterns/priority-queue/setup";
 import { startWorker as startPriorityWorker, startTierWorker } from "@patterns/priority-queue/worker";
 import { createLogger } from "@repo/kit";
-import { type Context, interleaved, rssMb, type Sample, timed, within } from "./measure.js";
+import { type Context, inFreshProcess, interleaved, rssMb, rssSampler, type Sample, timed, within } from "./measure.js";
 
 const log = createLogger("bench");
 log.level = "warn";
@@ -98,40 +98,16 @@ export async function patternBenches(ctx: Context): Promise<void> {
     ctx.record({ name: "fanout.confirmed", what: "one consumer with confirmAcks (m.ackAck() per event)", ...confirmed, ratioOf: "fanout" });
   }
 
-  // ordered-replay: the replayer (ordered consumer, position checkpoints) over the whole ledger; client
-  // memory at the start, half way and at the end.
+  // ordered-replay: the replayer over the whole ledger, in a process of its own (alone.ts) so that its
+  // client memory is its own and not what the benchmarks before it left behind.
   {
-    const jsm = await deleteStreams(ctx, [LEDGER]);
-    const positions = await ledgerSetup(jsm, ctx.nc);
-    await appendEvents(ctx.nc, ledgerEvents(ctx.n));
-    const rss = [rssMb()];
-    let seen = 0;
-    const half = Math.floor(ctx.n / 2);
-    const r = await timed(
-      async () =>
-        (
-          await replay({
-            nc: ctx.nc,
-            log,
-            name: "bench",
-            positions,
-            from: "start",
-            checkpointEvery: 1_000,
-            handler: () => {
-              if (++seen === half) rss.push(rssMb());
-            },
-          })
-        ).count,
-    );
-    rss.push(rssMb());
-    ctx.expect("ordered-replay", r.count, ctx.n);
+    const r = await inFreshProcess(ctx, "ordered-replay", ctx.n);
     ctx.record({
       name: "ordered-replay",
-      what: "the replayer from the start, checkpoint every 1,000",
+      what: "the replayer from the start, checkpoint every 1,000 (a process of its own)",
       ...r,
       ratioOf: "consume.ordered",
       goal: 0.8,
-      rssMb: rss,
       rssFlat: 0.15,
     });
   }
@@ -247,6 +223,20 @@ export async function patternBenches(ctx: Context): Promise<void> {
       rssMb: rss,
     });
   }
+}
+
+/** The ordered-replay pattern's replayer reads a ledger of `count` events from the start; client RSS sampled. */
+export async function orderedReplayRun(ctx: Context, count: number): Promise<Sample & { rssMb: number[] }> {
+  const jsm = await deleteStreams(ctx, [LEDGER]);
+  const positions = await ledgerSetup(jsm, ctx.nc);
+  await appendEvents(ctx.nc, ledgerEvents(count));
+  const rss = rssSampler(count);
+  const r = await timed(
+    async () =>
+      (await replay({ nc: ctx.nc, log, name: "bench", positions, from: "start", checkpointEvery: 1_000, handler: () => rss.tick() })).count,
+  );
+  ctx.expect("ordered-replay", r.count, count);
+  return { ...r, rssMb: rss.end() };
 }
 
 /** `count` tasks spread over the three levels in turn (the same tasks go to BullMQ in queues.ts). */

@@ -16,7 +16,7 @@ import { freePort, repoRoot } from "@repo/harness";
 import { createLogger, createPublisher } from "@repo/kit";
 import { Worker as BullWorker, Queue } from "bullmq";
 import * as hdr from "hdr-histogram-js";
-import { type Context, type Latency, rssMb, type Sample, timed, within } from "./measure.js";
+import { type Context, type Latency, rssMb, rssSampler, type Sample, timed, within } from "./measure.js";
 import { priorityRun, priorityTasks } from "./patterns.js";
 
 export const WORKERS = 4;
@@ -32,7 +32,7 @@ function* encodedJobs(count: number, run: string) {
 export interface QueueRun {
   processed: number;
   seconds: number;
-  /** Client RSS in MB at the start, half way, and at the end. */
+  /** Client RSS in MB once under way, half way, and at the end (rssSampler). */
   rssMb: number[];
 }
 
@@ -54,12 +54,12 @@ export async function natsQueue(ctx: Context, count: number, o: QueueOptions = {
   const conns: NatsConnection[] = [];
   const workers: Worker[] = [];
   let processed = 0;
-  const rss = [rssMb()];
+  const rss = rssSampler(count);
   let allDone: () => void = () => {};
   const done = new Promise<void>((r) => (allDone = r));
   const onOutcome = () => {
-    if (++processed === Math.floor(count / 2)) rss.push(rssMb());
-    if (processed === count) allDone();
+    rss.tick();
+    if (++processed === count) allDone();
   };
   for (let i = 0; i < WORKERS; i++) {
     const nc = await connect({ servers: ctx.url.split(","), name: `bench-worker-${i}` });
@@ -74,13 +74,13 @@ export async function natsQueue(ctx: Context, count: number, o: QueueOptions = {
     await within(done, 600_000);
     return processed;
   });
-  rss.push(rssMb());
+  rss.end();
   await Promise.all(workers.map((w) => w.stop()));
   for (const c of [...conns, producer]) await c.close();
   const left = (await jsm.streams.info(STREAM)).state.messages;
   ctx.expect("work-queue: jobs processed", r.count, count);
   ctx.expect("work-queue: jobs left in the queue", left, 0);
-  return { processed: r.count, seconds: r.seconds, rssMb: rss };
+  return { processed: r.count, seconds: r.seconds, rssMb: rss.samples };
 }
 
 /** Debian's redis-server from packages/bench/bin/provision-redis.sh, on a free loopback port, no persistence but the AOF. */
