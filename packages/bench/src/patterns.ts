@@ -99,8 +99,11 @@ export async function patternBenches(ctx: Context): Promise<void> {
   }
 
   // ordered-replay: the replayer over the whole ledger, in a process of its own (alone.ts) so that its
-  // client memory is its own and not what the benchmarks before it left behind.
+  // client memory is its own: not what the benchmarks before it left behind, nor the ledger's filling.
   {
+    const jsm = await deleteStreams(ctx, [LEDGER]);
+    await ledgerSetup(jsm, ctx.nc);
+    await appendEvents(ctx.nc, ledgerEvents(ctx.n));
     const r = await inFreshProcess(ctx, "ordered-replay", ctx.n);
     ctx.record({
       name: "ordered-replay",
@@ -225,11 +228,9 @@ export async function patternBenches(ctx: Context): Promise<void> {
   }
 }
 
-/** The ordered-replay pattern's replayer reads a ledger of `count` events from the start; client RSS sampled. */
+/** The ordered-replay pattern's replayer reads the ledger (`count` events, filled already) from the start; client RSS sampled. */
 export async function orderedReplayRun(ctx: Context, count: number): Promise<Sample & { rssMb: number[] }> {
-  const jsm = await deleteStreams(ctx, [LEDGER]);
-  const positions = await ledgerSetup(jsm, ctx.nc);
-  await appendEvents(ctx.nc, ledgerEvents(count));
+  const positions = await ledgerSetup(await jetstreamManager(ctx.nc), ctx.nc); // the stream and bucket are there: no change
   const rss = rssSampler(count);
   const r = await timed(
     async () =>
