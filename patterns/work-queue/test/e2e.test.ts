@@ -547,10 +547,13 @@ describe("job status, progress and results (src/status.ts)", () => {
     const [job] = jobsNamed("doomed", 1);
     await queue([job!]);
     const dead = await waitForResult(status, job!.id, 15_000);
-    expect(dead).toMatchObject({
-      state: "dead_lettered",
-      reason: `failed on delivery ${retry.maxDeliver} of ${retry.maxDeliver}: the image service is down`,
-    });
+    const reasons = [`failed on delivery ${retry.maxDeliver} of ${retry.maxDeliver}: the image service is down`];
+    // On 2.9 a failed delivery can cost a try (the server bugs named in the test of the exact try count):
+    // the job may then reach its grace delivery without its last try, and is dead-lettered with that reason.
+    if (!versionAtLeast(nc.info?.version, "2.10.0"))
+      reasons.push(`no ack after ${retry.maxDeliver} deliveries (a worker died or timed out)`);
+    expect(dead).toMatchObject({ state: "dead_lettered" });
+    expect(reasons).toContain((dead as { reason?: string }).reason);
     fixed = true;
     const [letter] = await listDeadLetters(jsm);
     await requeue(jetstream(nc), jsm, letter!.seq, { status }); // resets the status to queued first
