@@ -4,7 +4,7 @@
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, createInbox, headers, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
 import { createPublisher } from "@repo/kit";
-import { within } from "./measure.js";
+import { type Sample, timed, within } from "./measure.js";
 
 export const PAYLOAD = new Uint8Array(128).fill(120); // 128 bytes of "x"
 
@@ -105,7 +105,7 @@ export async function consumeAck(nc: NatsConnection, stream: string, count: numb
  * same number of jobs in hand as the pattern's workers) on one durable. The work-queue
  * pattern adds retries, DLQ, heartbeats and bounded concurrency on top of this.
  */
-export async function queueCeiling(nc: NatsConnection, url: string, count: number, workers: number, perWorker: number): Promise<number> {
+export async function queueCeiling(nc: NatsConnection, url: string, count: number, workers: number, perWorker: number): Promise<Sample> {
   await freshStream(nc, "CEILING_Q", ["ceilq.>"], "workqueue");
   const jsm = await jetstreamManager(nc);
   await jsm.consumers.add("CEILING_Q", { durable_name: "workers", ack_policy: AckPolicy.Explicit, max_ack_pending: 1_000 });
@@ -126,11 +126,15 @@ export async function queueCeiling(nc: NatsConnection, url: string, count: numbe
   function* jobs() {
     for (let i = 0; i < count; i++) yield { subject: "ceilq.x", data: PAYLOAD, id: `${run}-${i}` };
   }
-  await publisher.publishAll(jobs());
+  // Timed from the first publish to the last ack, as the pattern is (natsQueue).
+  const r = await timed(async () => {
+    await publisher.publishAll(jobs());
+    await within(done, 120_000);
+    return seen;
+  });
   publisher.close();
-  await within(done, 120_000);
   allSeen();
   await Promise.all(loops);
   await Promise.all(conns.map((c) => c.close()));
-  return seen;
+  return r;
 }

@@ -125,14 +125,20 @@ export interface Sample {
 
 /**
  * Runs each benchmark `reps` times, interleaved (a, b, a, b, ...) so that a slow spell of this shared
- * machine hits all of them alike, and keeps each one's median run.
+ * machine hits all of them alike, and keeps each one's median run. A benchmark returns its count (it is
+ * timed whole) or a Sample it timed itself (the span it measures, without its setup and teardown).
  */
-export async function interleaved<K extends string>(reps: number, fns: Record<K, () => Promise<number>>): Promise<Record<K, Sample>> {
+export async function interleaved<K extends string>(
+  reps: number,
+  fns: Record<K, () => Promise<number | Sample>>,
+): Promise<Record<K, Sample>> {
   const runs = {} as Record<K, Sample[]>;
   for (let i = 0; i < reps; i++) {
     for (const key of Object.keys(fns) as K[]) {
       runs[key] ??= [];
-      runs[key].push(await timed(fns[key]));
+      const t0 = performance.now();
+      const r = await fns[key]();
+      runs[key].push(typeof r === "number" ? { count: r, seconds: (performance.now() - t0) / 1000 } : r);
     }
   }
   const median = (xs: Sample[]) => [...xs].sort((a, b) => a.count / a.seconds - b.count / b.seconds)[Math.floor(xs.length / 2)]!;

@@ -16,7 +16,7 @@ import { freePort, repoRoot } from "@repo/harness";
 import { createLogger, createPublisher } from "@repo/kit";
 import { Worker as BullWorker, Queue } from "bullmq";
 import * as hdr from "hdr-histogram-js";
-import { type Context, type Latency, rssMb, rssSampler, type Sample, timed, within } from "./measure.js";
+import { type Context, interleaved, type Latency, rssMb, rssSampler, type Sample, timed, within } from "./measure.js";
 import { priorityRun, priorityTasks } from "./patterns.js";
 
 export const WORKERS = 4;
@@ -41,9 +41,17 @@ export interface QueueOptions {
   feed?: (producer: NatsConnection, count: number, run: string) => Promise<unknown>;
   /** The handler (default: none, a no-op). */
   handler?: (job: Job) => void;
+  /**
+   * Sample client RSS while the jobs run (rssSampler: each sample a full GC inside the timed span), for
+   * the run whose memory is judged. Otherwise RSS is read before and after, outside it.
+   */
+  rssWhileRunning?: boolean;
 }
 
-/** The work-queue pattern end to end: its producer and WORKERS workers of CONCURRENCY, no-op handler. */
+/**
+ * The work-queue pattern end to end: its producer and WORKERS workers of CONCURRENCY, no-op handler,
+ * timed from the first publish to the last job processed (starting and stopping the workers is not).
+ */
 export async function natsQueue(ctx: Context, count: number, o: QueueOptions = {}): Promise<QueueRun> {
   const jsm = await jetstreamManager(ctx.nc);
   for (const s of [STREAM, DLQ_STREAM]) await jsm.streams.delete(s).catch(() => undefined);
@@ -54,11 +62,11 @@ export async function natsQueue(ctx: Context, count: number, o: QueueOptions = {
   const conns: NatsConnection[] = [];
   const workers: Worker[] = [];
   let processed = 0;
-  const rss = rssSampler(count);
+  const rss = o.rssWhileRunning ? rssSampler(count) : undefined;
   let allDone: () => void = () => {};
   const done = new Promise<void>((r) => (allDone = r));
   const onOutcome = () => {
-    rss.tick();
+    rss?.tick();
     if (++processed === count) allDone();
   };
   for (let i = 0; i < WORKERS; i++) {
@@ -68,19 +76,20 @@ export async function natsQueue(ctx: Context, count: number, o: QueueOptions = {
     workers.push(await startWorker({ nc, name: `w${i}`, handler, log, concurrency: CONCURRENCY, retry, onOutcome }));
   }
   const producer = await connect({ servers: ctx.url.split(","), name: "bench-producer" });
+  const before = rss ? [] : [rssMb()];
   const r = await timed(async () => {
     const run = Date.now().toString(36);
     await (o.feed ? o.feed(producer, count, run) : publishJobs(producer, encodedJobs(count, run)));
     await within(done, 600_000);
     return processed;
   });
-  rss.end();
+  const rssSamples = rss ? rss.end() : [...before, rssMb()];
   await Promise.all(workers.map((w) => w.stop()));
   for (const c of [...conns, producer]) await c.close();
   const left = (await jsm.streams.info(STREAM)).state.messages;
   ctx.expect("work-queue: jobs processed", r.count, count);
   ctx.expect("work-queue: jobs left in the queue", left, 0);
-  return { processed: r.count, seconds: r.seconds, rssMb: rss.samples };
+  return { processed: r.count, seconds: r.seconds, rssMb: rssSamples };
 }
 
 /** Debian's redis-server from packages/bench/bin/provision-redis.sh, on a free loopback port, no persistence but the AOF. */
@@ -226,55 +235,70 @@ export async function bullmqQueue(ctx: Context): Promise<void> {
   const run = Date.now().toString(36);
   const tasks = priorityTasks(prioCount);
   let bullLatency: { run: Sample; latency: Latency } | undefined;
+  const rss: Record<string, number[]> = {};
+  let r: Record<"bullmq" | "nats" | "bullPrio" | "natsPrio", Sample>;
   try {
-    const r = await bullmqRun(connection, count, {
-      workers: WORKERS,
-      concurrency: CONCURRENCY,
-      add: addAll(Array.from({ length: count }, (_, i) => ({ name: "bench", data: job(run, i) }))),
+    // Each side 3 times, interleaved (1 in --quick), the median kept: one run each left the ratio to
+    // whichever side met a slow spell of the machine.
+    r = await interleaved(ctx.quick ? 1 : 3, {
+      bullmq: async () => {
+        const b = await bullmqRun(connection, count, {
+          workers: WORKERS,
+          concurrency: CONCURRENCY,
+          add: addAll(Array.from({ length: count }, (_, i) => ({ name: "bench", data: job(run, i) }))),
+        });
+        rss.bullmq = b.rssMb;
+        return b;
+      },
+      nats: async () => {
+        const q = await natsQueue(ctx, count);
+        rss.nats = q.rssMb;
+        return { count: q.processed, seconds: q.seconds };
+      },
+      // BullMQ's priorities: 1 is the highest; a prioritized job goes through a sorted set.
+      bullPrio: () =>
+        bullmqRun(connection, prioCount, {
+          workers: WORKERS,
+          concurrency: 1,
+          add: addAll(tasks.map((t) => ({ name: "task", data: t, opts: { priority: LEVELS.indexOf(t.level) + 1 } }))),
+        }),
+      natsPrio: () => priorityRun(ctx, tasks), // the tasks BullMQ had
     });
-    ctx.expect("bullmq: jobs completed", r.count, count);
-    ctx.record({
-      name: "bullmq",
-      what: `BullMQ ${WORKERS} workers × ${CONCURRENCY} on redis-server (AOF everysec), ${count.toLocaleString("en")} jobs`,
-      ...r,
-    });
-    // BullMQ's priorities: 1 is the highest; a prioritized job goes through a sorted set.
-    const p = await bullmqRun(connection, prioCount, {
-      workers: WORKERS,
-      concurrency: 1,
-      add: addAll(tasks.map((t) => ({ name: "task", data: t, opts: { priority: LEVELS.indexOf(t.level) + 1 } }))),
-    });
-    ctx.expect("bullmq priorities: jobs completed", p.count, prioCount);
-    ctx.record({
-      name: "bullmq.priorities",
-      what: `BullMQ with job priorities (3 levels), ${WORKERS} workers × 1, ${prioCount.toLocaleString("en")} tasks`,
-      ...p,
-    });
-    bullLatency = await bullmqLatency(ctx, connection, r);
+    ctx.expect("bullmq: jobs completed", r.bullmq.count, count);
+    ctx.expect("work-queue (vs BullMQ)", r.nats.count, count);
+    ctx.expect("bullmq priorities: jobs completed", r.bullPrio.count, prioCount);
+    ctx.expect("priority-queue (vs BullMQ)", r.natsPrio.count, prioCount);
+    bullLatency = await bullmqLatency(ctx, connection, r.bullmq);
   } finally {
     await redis.stop();
   }
-
-  const q = await natsQueue(ctx, count);
+  ctx.record({
+    name: "bullmq",
+    what: `BullMQ ${WORKERS} workers × ${CONCURRENCY} on redis-server (AOF everysec), ${count.toLocaleString("en")} jobs`,
+    ...r.bullmq,
+    rssMb: rss.bullmq,
+  });
+  ctx.record({
+    name: "bullmq.priorities",
+    what: `BullMQ with job priorities (3 levels), ${WORKERS} workers × 1, ${prioCount.toLocaleString("en")} tasks`,
+    ...r.bullPrio,
+  });
   ctx.record({
     name: "work-queue.vs_bullmq",
     what: `the work-queue pattern, the same ${count.toLocaleString("en")} jobs`,
-    count: q.processed,
-    seconds: q.seconds,
-    rssMb: q.rssMb,
+    ...r.nats,
+    rssMb: rss.nats,
     ratioOf: "bullmq",
     goal: 3,
   });
-  const pq = await priorityRun(ctx, tasks); // the tasks BullMQ had
-  ctx.expect("priority-queue (vs BullMQ)", pq.count, prioCount);
   ctx.record({
     name: "priority-queue.vs_bullmq",
     what: `the priority-queue pattern (4 workers, one task at a time each), the same ${prioCount.toLocaleString("en")} tasks`,
-    ...pq,
+    ...r.natsPrio,
     ratioOf: "bullmq.priorities",
     goal: 1,
   });
-  const nats = await natsLatency(ctx, { count: q.processed, seconds: q.seconds });
+  const nats = await natsLatency(ctx, r.nats);
   if (bullLatency)
     ctx.record({ name: "bullmq.latency", what: "BullMQ at half its measured maximum", ...bullLatency.run, latency: bullLatency.latency });
   ctx.record({

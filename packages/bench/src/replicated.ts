@@ -6,7 +6,7 @@ import { connect } from "@nats-io/transport-node";
 import { startCluster } from "@repo/harness";
 import { createPublisher, placed } from "@repo/kit";
 import { PAYLOAD } from "./baselines.js";
-import { type Context, interleaved } from "./measure.js";
+import { type Context, interleaved, timed } from "./measure.js";
 import { natsQueue } from "./queues.js";
 
 export async function replicatedBenches(ctx: Context, version: string): Promise<void> {
@@ -26,14 +26,16 @@ export async function replicatedBenches(ctx: Context, version: string): Promise<
       function* messages() {
         for (let i = 0; i < n; i++) yield { subject: "benchr.pub", data: PAYLOAD, id: `${run}-${i}` };
       }
-      const tally = await publisher.publishAll(messages());
+      // Timed from the first publish to the last ack: creating the stream (an R3 placement) is not.
+      const r = await timed(async () => (await publisher.publishAll(messages())).stored);
       publisher.close();
-      return tally.stored;
+      return r;
     };
     // The work queue's setup creates its streams with NATS_REPLICAS copies, as in production.
     const queue = async (replicas: number) => {
       process.env.NATS_REPLICAS = String(replicas);
-      return (await natsQueue(on, n)).processed;
+      const q = await natsQueue(on, n);
+      return { count: q.processed, seconds: q.seconds };
     };
     const r = await interleaved(ctx.quick ? 1 : 3, {
       pub1: () => publish(1),
