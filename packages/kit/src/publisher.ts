@@ -92,12 +92,26 @@ const result = (f: InFlight, seq: number, ending: Ending, error?: string): Publi
   error,
 });
 
-// The bytes of the common ack, {"stream":"S","seq":N} or {"stream":"S","seq":N,"duplicate":true}.
-const SEQ = Buffer.from('"seq":');
-const DUPLICATE = Buffer.from('"duplicate"');
+// The bytes that end the common ack, {"stream":"S","seq":N}.
+const SEQ = new TextEncoder().encode('"seq":');
 const DIGIT_0 = 0x30;
 const DIGIT_9 = 0x39;
 const CLOSE_BRACE = 0x7d;
+
+/**
+ * N from an ack that ends `"seq":N}` (the common one), read backwards from its end: no copy, no
+ * parse. -1 for any other answer (an error, a duplicate, fields of newer servers): JSON.parse reads those.
+ */
+function seqAtEnd(b: Uint8Array): number {
+  let i = b.length - 1;
+  if (b[i] !== CLOSE_BRACE) return -1;
+  let seq = 0;
+  let unit = 1;
+  for (i--; i >= 0 && b[i]! >= DIGIT_0 && b[i]! <= DIGIT_9; i--, unit *= 10) seq += (b[i]! - DIGIT_0) * unit;
+  if (unit === 1) return -1;
+  for (let k = SEQ.length - 1; k >= 0; k--, i--) if (b[i] !== SEQ[k]) return -1;
+  return seq;
+}
 
 type Ack = { seq?: number; duplicate?: boolean; error?: { code?: number; description?: string } };
 
@@ -159,17 +173,8 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     if (!f) return;
     // 503 status, no body: no stream listens on the subject (or none has a leader yet). Nothing was stored.
     if (m.headers?.code === 503) return later(t, f, `no stream answered on ${f.msg.subject} (no responders): is the stream created?`);
-    // The common ack, {"stream":"S","seq":N} (maybe with "duplicate": true), read from the bytes.
-    // An error answer has no "seq" key; after the digits comes "}" or `,"duplicate": true`.
-    const bytes = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
-    const at = bytes.indexOf(SEQ);
-    if (at >= 0) {
-      let seq = 0;
-      let i = at + SEQ.length;
-      for (let c = bytes[i]!; c >= DIGIT_0 && c <= DIGIT_9; c = bytes[++i]!) seq = seq * 10 + c - DIGIT_0;
-      if (bytes[i] === CLOSE_BRACE) return answered(t, f, seq, Stored);
-      if (bytes.indexOf(DUPLICATE, i) >= 0) return answered(t, f, seq, Duplicate);
-    }
+    const seq = seqAtEnd(m.data);
+    if (seq >= 0) return answered(t, f, seq, Stored);
     const body = text.decode(m.data);
     let ack: Ack;
     try {

@@ -34,11 +34,12 @@ export interface RetryOptions {
   stream?: string;
 }
 
+const enc = new TextEncoder();
 /** Pauses between attempts: short, as a restarting server or a new leader is usually back within a second. */
 const publishRetry = backoff([50, 100, 150, 200, 250, 300, 350, 400, 450, 500]);
 
 export function payment(id: string, amount: number): Outgoing {
-  return { subject: `${SUBJECT_PREFIX}.captured`, id, data: new TextEncoder().encode(JSON.stringify({ id, amount })) };
+  return { subject: `${SUBJECT_PREFIX}.captured`, id, data: enc.encode(JSON.stringify({ id, amount })) };
 }
 
 /**

@@ -12,8 +12,10 @@ export interface Outgoing {
   data: Uint8Array;
 }
 
+const enc = new TextEncoder();
+
 export function encodeJob(job: Job): Outgoing {
-  return { id: job.id, subject: `${SUBJECT_PREFIX}.${job.task}`, data: new TextEncoder().encode(JSON.stringify(job)) };
+  return { id: job.id, subject: `${SUBJECT_PREFIX}.${job.task}`, data: enc.encode(JSON.stringify(job)) };
 }
 
 /**

@@ -61,6 +61,35 @@ export interface WorkerOptions {
   status?: StatusStore;
 }
 
+/**
+ * A job's context as its handler sees it. A class rather than an object of closures: a job in hand
+ * costs one object, and the subject and sequence are read from the message only if asked for.
+ */
+class Context implements JobContext {
+  readonly delivery: number;
+  job?: Job;
+  constructor(
+    readonly m: JsMsg,
+    readonly worker: string,
+    private readonly status: StatusStore | undefined,
+  ) {
+    this.delivery = m.info.deliveryCount;
+  }
+  get seq() {
+    return this.m.seq;
+  }
+  get subject() {
+    return this.m.subject;
+  }
+  running(progress?: number) {
+    return { state: "running" as const, at: Date.now(), worker: this.worker, delivery: this.delivery, progress };
+  }
+  async progress(fraction: number) {
+    this.m.working();
+    if (this.status && this.job) await advance(this.status, this.job.id, this.running(fraction));
+  }
+}
+
 export interface Worker {
   name: string;
   /**
@@ -80,16 +109,19 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   const termWithReason = versionAtLeast(nc.info?.version, "2.10.4");
   const backoff = (delivery: number) => retry.backoffMs[Math.min(delivery, retry.backoffMs.length) - 1] ?? 1_000;
   let stopping = false;
-  // Jobs being handled, and since when. One timer tells the server we are alive on every job in hand
-  // for a while, so a long job's ack_wait does not run out and hand it to another worker.
-  const inHand = new Map<JsMsg, number>();
+  // Jobs being handled, and since when: a slot each (slots are reused, so a job costs no map entry).
+  // One timer tells the server we are alive on every job in hand for a while, so a long job's
+  // ack_wait does not run out and hand it to another worker.
+  const inHand: (JsMsg | undefined)[] = [];
+  const since: number[] = [];
+  const freeSlots: number[] = [];
   const beatEvery = Math.max(100, Math.min(...ackWaits(retry)) / 3);
   const heartbeat = setInterval(() => {
-    const since = Date.now() - beatEvery;
-    for (const [m, started] of inHand) if (started <= since) m.working();
+    const before = Date.now() - beatEvery;
+    for (let i = 0; i < inHand.length; i++) if (inHand[i] && since[i]! <= before) inHand[i]!.working();
   }, beatEvery);
 
-  const toDlq = async (m: JsMsg, ctx: JobContext, reason: string, job?: Job) => {
+  const toDlq = async (m: JsMsg, ctx: Context, reason: string, job?: Job) => {
     try {
       await deadLetter(js, {
         subject: m.subject,
@@ -118,17 +150,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
 
   const handle = async (m: JsMsg) => {
     let job: Job | undefined;
-    const running = (progress?: number) => ({ state: "running" as const, at: Date.now(), worker: name, delivery: ctx.delivery, progress });
-    const ctx: JobContext = {
-      seq: m.seq,
-      subject: m.subject,
-      delivery: m.info.deliveryCount,
-      worker: name,
-      progress: async (fraction) => {
-        m.working();
-        if (opts.status && job) await advance(opts.status, job.id, running(fraction));
-      },
-    };
+    const ctx = new Context(m, name, opts.status);
     if (ctx.delivery > retry.maxDeliver) {
       // A grace delivery: the handler had its tries and the last one never answered (the worker died,
       // hung, or could not reach the DLQ). Do not run it again: dead-letter it.
@@ -144,9 +166,12 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
     } catch (err) {
       return toDlq(m, ctx, `malformed payload: ${(err as Error).message}`);
     }
-    inHand.set(m, Date.now());
+    ctx.job = job;
+    const slot = freeSlots.pop() ?? inHand.length;
+    inHand[slot] = m;
+    since[slot] = Date.now();
     try {
-      if (opts.status && isFinal(await advance(opts.status, job.id, running()))) {
+      if (opts.status && isFinal(await advance(opts.status, job.id, ctx.running()))) {
         // It ended already and this is a redelivery (its ack was lost): do not run it again.
         log.info({ worker: name, id: job.id, delivery: ctx.delivery }, "already ended (status store): acked without running it again");
         m.ack();
@@ -166,7 +191,8 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
       opts.onOutcome?.({ kind: "retry", job, ctx, reason, delayMs });
       return;
     } finally {
-      inHand.delete(m);
+      inHand[slot] = undefined;
+      freeSlots.push(slot);
     }
     let acked: boolean | undefined;
     if (opts.confirmAcks) acked = await m.ackAck().catch(() => false);
@@ -261,8 +287,9 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
       // to take at once rather than after their ack_wait. Their handlers may have done part of the work.
       // Our own pulls end first (they expire within a second): a nak'ed job must not come back to us.
       await Promise.all(fetches);
-      for (const m of inHand.keys()) m.nak();
-      log.warn({ worker: name, handed_back: inHand.size }, "stop deadline passed: the jobs in hand went back to the queue");
+      const handedBack = inHand.filter((m) => m !== undefined);
+      for (const m of handedBack) m.nak();
+      log.warn({ worker: name, handed_back: handedBack.length }, "stop deadline passed: the jobs in hand went back to the queue");
       clearInterval(heartbeat);
     },
   };
