@@ -8,10 +8,7 @@ import { natsQueue } from "./queues.js";
 
 const benchmarks: Record<string, (ctx: Context, count: number) => Promise<Sample & { rssMb: number[] }>> = {
   "ordered-replay": orderedReplayRun,
-  "work-queue": async (ctx, count) => {
-    const q = await natsQueue(ctx, count, { rssWhileRunning: true });
-    return { count: q.processed, seconds: q.seconds, rssMb: q.rssMb };
-  },
+  "work-queue": (ctx, count) => natsQueue(ctx, count, { rssWhileRunning: true }),
 };
 
 const [name = "", url = "", count = "0"] = process.argv.slice(2);

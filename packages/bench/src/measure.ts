@@ -105,10 +105,11 @@ export function rssSampler(count: number) {
   };
 }
 
-export async function timed(fn: () => Promise<number>): Promise<{ count: number; seconds: number }> {
+/** Times `fn` whole; a Sample it returns is its own timing of the span it measures, kept as it is. */
+export async function timed(fn: () => Promise<number | Sample>): Promise<Sample> {
   const t0 = performance.now();
-  const count = await fn();
-  return { count, seconds: (performance.now() - t0) / 1000 };
+  const r = await fn();
+  return typeof r === "number" ? { count: r, seconds: (performance.now() - t0) / 1000 } : r;
 }
 
 /** Waits for `p`, or `ms` at most (a bound on every wait, so a lost message cannot hang the bench). */
@@ -136,9 +137,7 @@ export async function interleaved<K extends string>(
   for (let i = 0; i < reps; i++) {
     for (const key of Object.keys(fns) as K[]) {
       runs[key] ??= [];
-      const t0 = performance.now();
-      const r = await fns[key]();
-      runs[key].push(typeof r === "number" ? { count: r, seconds: (performance.now() - t0) / 1000 } : r);
+      runs[key].push(await timed(fns[key]));
     }
   }
   const median = (xs: Sample[]) => [...xs].sort((a, b) => a.count / a.seconds - b.count / b.seconds)[Math.floor(xs.length / 2)]!;

@@ -29,9 +29,8 @@ function* encodedJobs(count: number, run: string) {
   for (let i = 0; i < count; i++) yield encodeJob(job(run, i));
 }
 
-export interface QueueRun {
-  processed: number;
-  seconds: number;
+/** A queue run: the jobs processed (count) and how long they took, from the first publish to the last. */
+export interface QueueRun extends Sample {
   /** Client RSS in MB once under way, half way, and at the end (rssSampler). */
   rssMb: number[];
 }
@@ -89,7 +88,7 @@ export async function natsQueue(ctx: Context, count: number, o: QueueOptions = {
   const left = (await jsm.streams.info(STREAM)).state.messages;
   ctx.expect("work-queue: jobs processed", r.count, count);
   ctx.expect("work-queue: jobs left in the queue", left, 0);
-  return { processed: r.count, seconds: r.seconds, rssMb: rssSamples };
+  return { ...r, rssMb: rssSamples };
 }
 
 /** Debian's redis-server from packages/bench/bin/provision-redis.sh, on a free loopback port, no persistence but the AOF. */
@@ -253,7 +252,7 @@ export async function bullmqQueue(ctx: Context): Promise<void> {
       nats: async () => {
         const q = await natsQueue(ctx, count);
         rss.nats = q.rssMb;
-        return { count: q.processed, seconds: q.seconds };
+        return q;
       },
       // BullMQ's priorities: 1 is the highest; a prioritized job goes through a sorted set.
       bullPrio: () =>
@@ -355,5 +354,5 @@ async function natsLatency(ctx: Context, max: Sample): Promise<{ run: Sample; la
     },
     handler: (j) => rec.record((j.input as { at: number }).at),
   });
-  return { run: { count: q.processed, seconds: q.seconds }, latency: rec.summary(rate) };
+  return { run: { count: q.count, seconds: q.seconds }, latency: rec.summary(rate) };
 }

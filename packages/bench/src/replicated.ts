@@ -34,8 +34,7 @@ export async function replicatedBenches(ctx: Context, version: string): Promise<
     // The work queue's setup creates its streams with NATS_REPLICAS copies, as in production.
     const queue = async (replicas: number) => {
       process.env.NATS_REPLICAS = String(replicas);
-      const q = await natsQueue(on, n);
-      return { count: q.processed, seconds: q.seconds };
+      return natsQueue(on, n);
     };
     const r = await interleaved(ctx.quick ? 1 : 3, {
       pub1: () => publish(1),
