@@ -121,7 +121,8 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
     for (let i = 0; i < inHand.length; i++) if (inHand[i] && since[i]! <= before) inHand[i]!.working();
   }, beatEvery);
 
-  const toDlq = async (m: JsMsg, ctx: Context, reason: string, job?: Job) => {
+  const toDlq = async (ctx: Context, reason: string) => {
+    const { m, job } = ctx;
     try {
       await deadLetter(js, {
         subject: m.subject,
@@ -149,22 +150,22 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   };
 
   const handle = async (m: JsMsg) => {
-    let job: Job | undefined;
+    let job: Job;
     const ctx = new Context(m, name, opts.status);
     if (ctx.delivery > retry.maxDeliver) {
       // A grace delivery: the handler had its tries and the last one never answered (the worker died,
       // hung, or could not reach the DLQ). Do not run it again: dead-letter it.
       try {
-        job = parseJob(m.data);
+        ctx.job = parseJob(m.data);
       } catch {
         // malformed as well: the reason below still says what happened
       }
-      return toDlq(m, ctx, `no ack after ${retry.maxDeliver} deliveries (a worker died or timed out)`, job);
+      return toDlq(ctx, `no ack after ${retry.maxDeliver} deliveries (a worker died or timed out)`);
     }
     try {
       job = parseJob(m.data);
     } catch (err) {
-      return toDlq(m, ctx, `malformed payload: ${(err as Error).message}`);
+      return toDlq(ctx, `malformed payload: ${(err as Error).message}`);
     }
     ctx.job = job;
     const slot = freeSlots.pop() ?? inHand.length;
@@ -183,7 +184,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
       if (nc.isClosed()) return; // we are going away: the server redelivers the job after ack_wait
       const reason = err instanceof Error ? err.message : String(err);
       if (ctx.delivery >= retry.maxDeliver) {
-        return toDlq(m, ctx, `failed on delivery ${ctx.delivery} of ${retry.maxDeliver}: ${reason}`, job);
+        return toDlq(ctx, `failed on delivery ${ctx.delivery} of ${retry.maxDeliver}: ${reason}`);
       }
       const delayMs = backoff(ctx.delivery);
       m.nak(delayMs);
