@@ -66,7 +66,7 @@ async function metaView(httpPort: number): Promise<MetaView | undefined> {
 }
 
 /** The meta group formed, but without every node. */
-class MetaIncomplete extends Error {}
+export class MetaIncomplete extends Error {}
 
 /**
  * Resolves when every running node is healthy and they agree on a running JetStream meta leader whose
