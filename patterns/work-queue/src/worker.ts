@@ -1,10 +1,11 @@
 // A worker: pulls jobs from the shared durable consumer and competes with the other workers for them.
 // Success -> ack (confirmed by the server). Failure -> nak with the backoff delay, or on the last
 // delivery -> DLQ. Malformed payload -> DLQ at once (retrying cannot fix it).
-import { type JsMsg, jetstream } from "@nats-io/jetstream";
+import { jetstream } from "@nats-io/jetstream";
 import { delay, type NatsConnection } from "@nats-io/transport-node";
 import { explain, jsonObject, type Logger, MalformedPayload, pullRefusals, versionAtLeast } from "@repo/kit";
 import { deadLetter } from "./dead-letter.js";
+import { type Delivery, startPulling } from "./pull.js";
 import { ackWaits, CONSUMER, defaultRetry, type RetryPolicy, STREAM } from "./setup.js";
 import { advance, isFinal, type StatusStore } from "./status.js";
 
@@ -69,11 +70,11 @@ class Context implements JobContext {
   readonly delivery: number;
   job?: Job;
   constructor(
-    readonly m: JsMsg,
+    readonly m: Delivery,
     readonly worker: string,
     private readonly status: StatusStore | undefined,
   ) {
-    this.delivery = m.info.deliveryCount;
+    this.delivery = m.deliveryCount;
   }
   get seq() {
     return this.m.seq;
@@ -112,7 +113,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   // Jobs being handled, and since when: a slot each (slots are reused, so a job costs no map entry).
   // One timer tells the server we are alive on every job in hand for a while, so a long job's
   // ack_wait does not run out and hand it to another worker.
-  const inHand: (JsMsg | undefined)[] = [];
+  const inHand: (Delivery | undefined)[] = [];
   const since: number[] = [];
   const freeSlots: number[] = [];
   const beatEvery = Math.max(100, Math.min(...ackWaits(retry)) / 3);
@@ -149,7 +150,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
     opts.onOutcome?.({ kind: "dead_lettered", job, ctx, reason });
   };
 
-  const handle = async (m: JsMsg) => {
+  const handle = async (m: Delivery) => {
     let job: Job;
     const ctx = new Context(m, name, opts.status);
     if (ctx.delivery > retry.maxDeliver) {
@@ -201,14 +202,13 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
     opts.onOutcome?.({ kind: "processed", job, ctx, acked });
   };
 
-  // Pull only for free slots: a fetch asks for as many jobs as there are slots neither busy nor already
+  // Pull only for free slots: a pull asks for as many jobs as there are slots neither busy nor already
   // asked for, so no job waits in a client buffer while its ack_wait runs out (a buffered job would be
-  // redelivered to another worker and run twice). Fetches overlap, so freed slots are refilled at once.
+  // redelivered to another worker and run twice). Pulls overlap, so freed slots are refilled at once.
   const concurrency = opts.concurrency ?? 1;
   // Wait until half the slots are free rather than pulling a few at a time: fewer, larger pulls.
   const refill = Math.max(1, Math.floor(concurrency / 2));
   let busy = 0;
-  let asked = 0;
   let wake: (() => void) | undefined;
   const changed = () => {
     wake?.();
@@ -217,9 +217,9 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   // Wakes the loop only when it has something to do (not once per job): enough free slots for a
   // pull, or, when stopping, the last job done.
   const freed = () => {
-    if (stopping ? busy === 0 : concurrency - busy - asked >= refill) changed();
+    if (stopping ? busy === 0 : concurrency - busy - puller.asked >= refill) changed();
   };
-  const run = async (m: JsMsg) => {
+  const run = async (m: Delivery) => {
     try {
       if (stopping)
         m.nak(); // arrived as we stopped: straight back to the queue
@@ -232,43 +232,37 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
       freed();
     }
   };
-  const fetches = new Set<Promise<void>>();
-  const fetch = async (n: number) => {
-    let received = 0;
-    try {
-      for await (const m of await consumer.fetch({ max_messages: n, expires: 1_000 })) {
-        received++;
-        asked--;
-        busy++;
-        void run(m);
-      }
-    } catch (err) {
-      // A failed pull (missed heartbeats under load, a reconnect) is not the end of the worker: pull
-      // again. A user not permitted to pull is: it stops with one line saying so.
+  const puller = startPulling(nc, {
+    stream: STREAM,
+    consumer: CONSUMER,
+    expiresMs: 1_000,
+    onJob: (m) => {
+      busy++;
+      void run(m);
+    },
+    onChange: freed,
+    onTick: () => {
+      // A user not permitted to pull: the server only says so as a connection status. Stop, with one line.
       const refused = refusals.refused();
       if (refused && !stopping) {
         stopping = true;
         log.error({ worker: name }, explain(refused));
-      } else if (!nc.isClosed()) log.debug({ worker: name, err: String(err) }, "pull failed; pulling again");
-      await delay(100);
-    } finally {
-      asked -= n - received;
-      freed();
-    }
-  };
+        changed();
+      }
+    },
+    onStatus: (code, description) => log.debug({ worker: name, code, description }, "pulls ended by the server; pulling again"),
+  });
+  void nc.closed().then(changed); // a closed connection ends the loop below
   const done = (async () => {
-    while (!stopping && !nc.isClosed()) {
-      const free = concurrency - busy - asked;
+    while (!stopping && !nc.isClosed() && !nc.isDraining()) {
+      const free = concurrency - busy - puller.asked;
       if (free < refill) {
         await new Promise<void>((r) => (wake = r));
         continue;
       }
-      asked += free;
-      const f = fetch(free);
-      fetches.add(f);
-      void f.then(() => fetches.delete(f));
+      puller.ask(free);
     }
-    await Promise.all(fetches);
+    await puller.close();
     while (busy > 0) await new Promise<void>((r) => (wake = r));
     clearInterval(heartbeat);
     if (nc.isClosed()) log.warn({ worker: name }, "connection closed; worker stopped");
@@ -287,7 +281,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
       // Past the deadline: the jobs still in hand go back to the queue now (a nak), for another worker
       // to take at once rather than after their ack_wait. Their handlers may have done part of the work.
       // Our own pulls end first (they expire within a second): a nak'ed job must not come back to us.
-      await Promise.all(fetches);
+      await puller.close();
       const handedBack = inHand.filter((m) => m !== undefined);
       for (const m of handedBack) m.nak();
       log.warn({ worker: name, handed_back: handedBack.length }, "stop deadline passed: the jobs in hand went back to the queue");
