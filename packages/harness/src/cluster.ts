@@ -97,19 +97,25 @@ export async function metaReady(
 }
 
 /**
- * Starts a cluster of `size` nodes, on fresh store dirs, up to three times: on 2.10.27 about one start
- * in twenty-five (7 of 168 here) bootstraps a JetStream meta group of two of the three nodes (/jsz:
- * cluster_size 2, the leader's view lists one other node) and does not take in the third, so no R3
- * stream can ever be placed ("no suitable peers for placement"); a fresh start forms the whole group.
+ * Starts a cluster with `start` up to three times (`last` is true on the third), again whenever it throws
+ * MetaIncomplete: on 2.10.27 about one start in twenty-five (7 of 168 here) bootstraps a JetStream meta
+ * group of two of the three nodes (/jsz: cluster_size 2, the leader's view lists one other node) and does
+ * not take in the third, so no R3 stream can ever be placed ("no suitable peers for placement"); a fresh
+ * start, on fresh store dirs, forms the whole group. `start` stops its nodes before it throws.
  */
-export async function startCluster(opts: ServerOptions & { size?: number; partitions?: boolean } = {}): Promise<NatsCluster> {
+export async function untilWhole<T>(start: (last: boolean) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startOnce(opts, attempt === 3);
+      return await start(attempt === 3);
     } catch (err) {
       if (!(err instanceof MetaIncomplete) || attempt === 3) throw err;
     }
   }
+}
+
+/** Starts a cluster of `size` nodes (startOnce), again if its meta group forms without one (untilWhole). */
+export function startCluster(opts: ServerOptions & { size?: number; partitions?: boolean } = {}): Promise<NatsCluster> {
+  return untilWhole((last) => startOnce(opts, last));
 }
 
 /**

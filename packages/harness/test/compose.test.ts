@@ -11,7 +11,7 @@ import { placed } from "@repo/kit";
 import { afterAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { findServerBinary, repoRoot } from "../src/binary.js";
-import { MetaIncomplete, metaReady } from "../src/cluster.js";
+import { metaReady, untilWhole } from "../src/cluster.js";
 import { freePort, loginWith, rolePasswords, serverProcess } from "../src/server.js";
 
 interface Service {
@@ -119,22 +119,18 @@ describe("docker-compose.yml", () => {
     const names = ["n1", "n2", "n3"];
     const routes = Object.fromEntries(await Promise.all(names.map(async (n) => [n, await freePort()] as const)));
     // As the harness's own clusters: up to three fresh starts until the meta group takes in every node
-    // (2.10.27 sometimes forms it of two nodes for good: see startCluster).
-    let nodes: Awaited<ReturnType<typeof runService>>[] = [];
-    for (let attempt = 1; ; attempt++) {
-      nodes = await Promise.all(names.map((n) => runService(n, undefined, routes)));
+    // (2.10.27 sometimes forms it of two nodes for good: see untilWhole).
+    const nodes = await untilWhole(async () => {
+      const started = await Promise.all(names.map((n) => runService(n, undefined, routes)));
       try {
-        await metaReady(
-          nodes.map((n, i) => ({ name: names[i]!, http: n.http, running: n.proc.running })),
-          10_000,
-          true,
-        );
-        break;
+        const up = started.map((n, i) => ({ name: names[i]!, http: n.http, running: n.proc.running }));
+        await metaReady(up, 10_000, true);
+        return started;
       } catch (err) {
-        await Promise.all(nodes.map((n) => n.proc.halt("SIGTERM")));
-        if (!(err instanceof MetaIncomplete) || attempt === 3) throw err;
+        await Promise.all(started.map((n) => n.proc.halt("SIGTERM")));
+        throw err;
       }
-    }
+    });
     try {
       const nc = await connect({ servers: nodes.map((n) => n.url) });
       const jsm = await jetstreamManager(nc);
