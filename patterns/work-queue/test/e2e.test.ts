@@ -10,7 +10,7 @@ import { pauseWorkers, resumeWorkers } from "../src/control.js";
 import { DlqHeaders, deadLetter, startDeadLetterMover } from "../src/dead-letter.js";
 import { listDeadLetters, requeue } from "../src/dlq.js";
 import { encodeJob, type Outgoing, publishJobs } from "../src/producer.js";
-import { DLQ_STREAM, GRACE_DELIVERIES, type RetryPolicy, STREAM, setup } from "../src/setup.js";
+import { CONSUMER, DLQ_STREAM, GRACE_DELIVERIES, type RetryPolicy, STREAM, setup } from "../src/setup.js";
 import {
   advance,
   getStatus,
@@ -398,6 +398,23 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
     await spawnWorkers(2, async () => {}, t.onOutcome, "staying");
     await waitFor("all 30 processed", () => countBy(t.ids("processed")).size === 30, { timeoutMs: 20_000 });
     expect(t.ids("processed").length).toBe(30);
+    expect((await jsm.streams.info(STREAM)).state.messages).toBe(0);
+  });
+
+  it("keeps pulling when its consumer is deleted and set up again: every job published after is processed, once", async () => {
+    const t = tally();
+    await spawnWorkers(2, async () => {}, t.onOutcome);
+    await publishJobs(nc, jobsNamed("before", 5));
+    await waitFor("the 5 jobs before processed", () => t.ids("processed").length === 5, { timeoutMs: 10_000 });
+    await jsm.consumers.delete(STREAM, CONSUMER);
+    // The workers' waiting pulls end with a 409 (no count of what never came), their next ones find no
+    // consumer (503): each is forgotten after a pause and asked again.
+    await sleep(1_500);
+    await setup(jsm, retry);
+    await publishJobs(nc, jobsNamed("after", 10));
+    await waitFor("the 10 jobs after processed", () => t.ids("processed").length === 15, { timeoutMs: 15_000 });
+    expect(countBy(t.ids("processed")).size).toBe(15);
+    expect(t.ids("dead_lettered")).toEqual([]);
     expect((await jsm.streams.info(STREAM)).state.messages).toBe(0);
   });
 
