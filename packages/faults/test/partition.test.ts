@@ -1,7 +1,7 @@
 // Network partitions in a 3-node cluster with R3 streams: every route and every client connection goes
 // through a link the test can cut and heal (the harness's startCluster({ partitions: true })). A cut
 // holds traffic the way a partition does; nothing is reset by it. Every cut is healed within seconds.
-import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamManager, jetstream, jetstreamManager, type PubAck } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type Published, publishPipelined } from "@patterns/dedup-publish/producer";
 import { appendEvents, ledgerEvents } from "@patterns/ordered-replay/producer";
@@ -140,10 +140,20 @@ describe(`3-node cluster with partitions, nats-server ${process.env.NATS_SERVER_
     await waitFor("the client on the isolated node moved to another", () => !onOld.getServer().includes(String(cluster.node(old).port)), {
       timeoutMs: 30_000,
     });
-    const ack = await jetstream(onOld).publish("jobs.resize", JSON.stringify({ id: "via-failover", task: "resize" }), {
-      msgID: "via-failover",
-    });
-    expect(ack.stream).toBe(STREAM);
+    // The moved client can publish once the new leader takes publishes: asked again (the same msg id, so
+    // stored once) rather than expected of the first request, which can time out while it settles.
+    let ack: PubAck | undefined;
+    await waitFor(
+      "a publish through the moved client stored",
+      async () => {
+        ack = await jetstream(onOld)
+          .publish("jobs.resize", JSON.stringify({ id: "via-failover", task: "resize" }), { msgID: "via-failover", timeout: 2_000 })
+          .catch(() => undefined);
+        return ack !== undefined;
+      },
+      { timeoutMs: 30_000, everyMs: 250 },
+    );
+    expect(ack?.stream).toBe(STREAM);
     await waitFor("work goes on while the old leader is cut off", () => ledger.processed.size >= isolatedAt + 200, { timeoutMs: 30_000 });
     await waitFor("a whole batch published during the partition", () => publishing.batches() > cutBatch + 1, { timeoutMs: 30_000 });
     net.healAll();
@@ -164,7 +174,9 @@ describe(`3-node cluster with partitions, nats-server ${process.env.NATS_SERVER_
     const rnc = await connect({ servers: cluster.url.split(","), ...quick });
     cleanup.push(() => rnc.close());
     const { seqs, done: replaying } = replaySeqs(rnc, "partition", log);
-    await waitFor("a fifth replayed", () => seqs.length >= 600);
+    // Not a timing goal: on a cluster just healed from the previous test's partition the replayer may
+    // have to start over first (it gives a consumer create 10 s, a stalled consumer 3 s), as it is built to.
+    await waitFor("a fifth replayed", () => seqs.length >= 600, { timeoutMs: 45_000, detail: () => ({ replayed: seqs.length }) });
     net.isolate(await streamLeader(jsm, LEDGER));
     await sleep(5_000);
     net.healAll();
