@@ -12,6 +12,8 @@ export const ApiCodes = {
   ...JetStreamApiCodes,
   /** JSClusterNoPeersErrF "no suitable peers for placement": a new cluster whose peers are not all known yet. */
   ClusterNoPeers: 10005,
+  /** JSStreamDuplicateMessageConflict (409): a message with this msg id is being stored right now (clustered streams, 2.11+). */
+  DuplicateInProcess: 10158,
 } as const;
 
 /** The JetStream API error code of `err`, if it is one. */
@@ -65,10 +67,12 @@ export const isTimeout = (err: unknown): boolean => someCause(err, (e) => e inst
 
 /**
  * Worth another try (with the same msg id, so it is stored once): no answer in time, no stream
- * answered yet, or JetStream said 503 (unavailable for a moment).
+ * answered yet, JetStream said 503 (unavailable for a moment) or 429 (its ingest queue was full), or
+ * a message with this msg id is being stored right now (10158, clustered streams).
  */
 export function isTransient(err: unknown): boolean {
-  return (err instanceof JetStreamApiError && err.status === 503) || isNoResponders(err) || isTimeout(err);
+  if (err instanceof JetStreamApiError && (err.status === 503 || err.status === 429)) return true; // 429: a full ingest queue (2.11+)
+  return apiCode(err) === ApiCodes.DuplicateInProcess || isNoResponders(err) || isTimeout(err);
 }
 
 /** The server refused our credentials (or they expired). */

@@ -3,11 +3,14 @@
 // per message; this does what a request does (publish with a reply subject) without the per-request
 // bookkeeping, and keeps the guarantees: every message gets its own ack or its own error, a timed-out
 // publish is resent with the same Nats-Msg-Id (stored once), and when `window` publishes are in
-// flight, publish() waits for a free slot (back-pressure).
+// flight, publish() waits for a free slot (back-pressure). A 429 from the server (the stream's ingest
+// queue was full, nats-server >= 2.11) halves the window, which grows back with each stored message,
+// and the refused message goes again: the stream's own back-pressure, not an error.
 import { PubHeaders } from "@nats-io/jetstream";
-import { createInbox, headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import { headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { explain } from "./cli.js";
-import { watchRefusals } from "./errors.js";
+import { inboxFor } from "./connect.js";
+import { ApiCodes, watchRefusals } from "./errors.js";
 
 export interface OutgoingMessage {
   subject: string;
@@ -20,13 +23,18 @@ export interface OutgoingMessage {
 /** What happened to one message. */
 export interface PublishResult {
   id?: string;
-  /** The stream sequence it was stored at (0 on error). */
+  /**
+   * The stream sequence it was stored at (0 on error). For a duplicate, the sequence of the copy
+   * stored before, or 0 when that copy was still being stored (nats-server 2.10 in a cluster).
+   */
   seq: number;
   /** The server had this msg id already: nothing new was stored. */
   duplicate: boolean;
   attempts: number;
   /** Why it was not stored: the server's error, or out of attempts. */
   error?: string;
+  /** With `error`: the server's JetStream err_code (nats-server's errors.json, e.g. 10060), or 503 for no responders. */
+  code?: number;
 }
 
 export interface PublisherOptions {
@@ -72,6 +80,8 @@ interface InFlight {
   due: number;
   /** The last answer said nothing was stored (no responders, 503): resending cannot store twice. */
   unstored?: string;
+  /** Sends answered 429 (the stream's ingest queue full): back pressure, not counted against `attempts`. */
+  busy: number;
   index: number;
   done: Done;
 }
@@ -82,27 +92,32 @@ const Duplicate = 1;
 const Failed = 2;
 type Ending = typeof Stored | typeof Duplicate | typeof Failed;
 
-type Done = (f: InFlight, seq: number, ending: Ending, error?: string) => void;
+type Done = (f: InFlight, seq: number, ending: Ending, error?: string, code?: number) => void;
 
-const result = (f: InFlight, seq: number, ending: Ending, error?: string): PublishResult => ({
+const result = (f: InFlight, seq: number, ending: Ending, error?: string, code?: number): PublishResult => ({
   id: f.msg.id,
   seq,
   duplicate: ending === Duplicate,
   attempts: f.attempts,
   error,
+  code,
 });
 
-// The bytes that end the common ack, {"stream":"S","seq":N}.
+// The bytes that begin and end the common ack, {"stream":"S","seq":N} (or with a "domain" between).
+const STREAM = new TextEncoder().encode('{"stream":');
 const SEQ = new TextEncoder().encode('"seq":');
 const DIGIT_0 = 0x30;
 const DIGIT_9 = 0x39;
 const CLOSE_BRACE = 0x7d;
 
 /**
- * N from an ack that ends `"seq":N}` (the common one), read backwards from its end: no copy, no
- * parse. -1 for any other answer (an error, a duplicate, fields of newer servers): JSON.parse reads those.
+ * N from the common ack, `{"stream":…"seq":N}` with N > 0, read backwards from its end: no copy, no
+ * parse. -1 for any other answer: JSON.parse reads those. An error answer ends `"seq":0}` just the
+ * same (`{"error":{…},"stream":"S","seq":0}`), so it is told apart twice: it begins with "error",
+ * and no stream stores at sequence 0.
  */
 function seqAtEnd(b: Uint8Array): number {
+  for (let k = 0; k < STREAM.length; k++) if (b[k] !== STREAM[k]) return -1;
   let i = b.length - 1;
   if (b[i] !== CLOSE_BRACE) return -1;
   let seq = 0;
@@ -110,16 +125,19 @@ function seqAtEnd(b: Uint8Array): number {
   for (i--; i >= 0 && b[i]! >= DIGIT_0 && b[i]! <= DIGIT_9; i--, unit *= 10) seq += (b[i]! - DIGIT_0) * unit;
   if (unit === 1) return -1;
   for (let k = SEQ.length - 1; k >= 0; k--, i--) if (b[i] !== SEQ[k]) return -1;
-  return seq;
+  return seq > 0 ? seq : -1;
 }
 
-type Ack = { seq?: number; duplicate?: boolean; error?: { code?: number; description?: string } };
+type Ack = { seq?: number; duplicate?: boolean; error?: { code?: number; err_code?: number; description?: string } };
+
+/** Sends answered 429 a message may have before it fails (each waits 2 s at most, longer when many are refused). */
+const MAX_BUSY = 50;
 
 export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {}): Publisher {
   const window = opts.window ?? 1024;
   const timeoutMs = opts.timeoutMs ?? 2_000;
   const maxAttempts = opts.attempts ?? 5;
-  const inbox = createInbox();
+  const inbox = inboxFor(nc);
   const inFlight = new Map<number, InFlight>();
   const waiting: (() => void)[] = [];
   const idle: (() => void)[] = [];
@@ -136,6 +154,10 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   const records: InFlight[] = [];
   let tokens = 0;
   let closed = false;
+  // Publishes allowed in flight now: `window`, halved by a 429 (the stream's ingest queue was full,
+  // at most once per 50 ms) and grown back by one with each stored message.
+  let limit = window;
+  let halvedAt = 0;
 
   const send = (t: number, f: InFlight) => {
     f.attempts++;
@@ -147,32 +169,40 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       fail(t, err instanceof Error ? err.message : String(err)); // e.g. connection closed
     }
   };
-  const finish = (t: number, seq: number, ending: Ending, error?: string) => {
+  const finish = (t: number, seq: number, ending: Ending, error?: string, code?: number) => {
     const f = inFlight.get(t);
     if (!f) return; // a late ack of a resent message: the first answer won
     inFlight.delete(t);
-    f.done(f, seq, ending, error);
+    f.done(f, seq, ending, error, code);
     waiting.shift()?.();
     if (inFlight.size === 0) for (const w of idle.splice(0)) w();
   };
-  const fail = (t: number, why: string) => finish(t, 0, Failed, why);
+  const fail = (t: number, why: string, code?: number) => finish(t, 0, Failed, why, code);
   // The server answered: a token sent once can be reused now that its one answer has come.
-  const answered = (t: number, f: InFlight, seq: number, ending: Ending, error?: string) => {
+  const answered = (t: number, f: InFlight, seq: number, ending: Ending, error?: string, code?: number) => {
     if (f.attempts === 1) free.push(t);
-    finish(t, seq, ending, error);
+    if (ending !== Failed && limit < window) limit++;
+    finish(t, seq, ending, error, code);
   };
-  // Nothing was stored: try again after a pause (a new stream's leader may be a moment away).
-  const later = (t: number, f: InFlight, why: string) => {
-    if (f.attempts >= maxAttempts) return fail(t, why);
+  // Nothing was stored: try again after a pause (a new stream's leader may be a moment away, a full
+  // discard-new stream may have room once its consumers ack).
+  const later = (t: number, f: InFlight, why: string, code: number) => {
+    if (f.attempts - f.busy >= maxAttempts || f.busy > MAX_BUSY) return fail(t, why, code);
     f.unstored = why;
-    f.due = Date.now() + Math.min(100 * 2 ** (f.attempts - 1), 2_000);
+    f.due = Date.now() + Math.min(100 * 2 ** (Math.min(f.attempts, 6) - 1), 2_000);
+  };
+  const overloaded = () => {
+    const now = Date.now();
+    if (now - halvedAt < 50) return;
+    halvedAt = now;
+    limit = Math.max(1, Math.floor(limit / 2));
   };
   const onAck = (m: Msg) => {
     const t = Number(m.subject.slice(inbox.length + 1));
     const f = inFlight.get(t);
     if (!f) return;
     // 503 status, no body: no stream listens on the subject (or none has a leader yet). Nothing was stored.
-    if (m.headers?.code === 503) return later(t, f, `no stream answered on ${f.msg.subject} (no responders): is the stream created?`);
+    if (m.headers?.code === 503) return later(t, f, `no stream answered on ${f.msg.subject} (no responders): is the stream created?`, 503);
     const seq = seqAtEnd(m.data);
     if (seq >= 0) return answered(t, f, seq, Stored);
     const body = text.decode(m.data);
@@ -183,11 +213,24 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       return answered(t, f, 0, Failed, `unreadable ack: ${body.slice(0, 80)}`);
     }
     if (ack.error) {
-      // A 503 from JetStream (e.g. a stream without a leader for a moment) is worth another try.
-      if (ack.error.code === 503) return later(t, f, ack.error.description ?? "unavailable");
-      return answered(t, f, 0, Failed, ack.error.description ?? `error ${ack.error.code}`);
+      const why = ack.error.description ?? `error ${ack.error.code}`;
+      const code = ack.error.err_code ?? ack.error.code;
+      // A 503 from JetStream (no leader for a moment, a full stream, insufficient resources) stored
+      // nothing, and neither did a msg id already in process, nor a 429 (the stream's ingest queue was
+      // full, nats-server >= 2.11, and the message dropped): each is worth another try.
+      if (ack.error.code === 429) {
+        f.busy++;
+        overloaded();
+      }
+      if (ack.error.code === 503 || ack.error.code === 429 || code === ApiCodes.DuplicateInProcess) return later(t, f, why, code ?? 503);
+      return answered(t, f, 0, Failed, why, code);
     }
-    answered(t, f, ack.seq ?? 0, ack.duplicate === true ? Duplicate : Stored);
+    // A duplicate may come with seq 0: nats-server 2.10 in a cluster answers so for a copy that
+    // arrives while the first is being stored (its msg id staged with seq 0, jetstream_cluster.go).
+    if (ack.duplicate === true) return answered(t, f, ack.seq ?? 0, Duplicate);
+    // Anything else that is not a stored message (no sequence) is an error too, never "stored".
+    if (!ack.seq) return answered(t, f, 0, Failed, `ack without a sequence: ${body.slice(0, 80)}`);
+    answered(t, f, ack.seq, Stored);
   };
   const sub: Subscription = nc.subscribe(`${inbox}.*`, { callback: (err, m) => (err ? undefined : onAck(m)) });
   // A publish this user may not make is refused in a connection status, not in an answer: the
@@ -198,11 +241,15 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   const sweep = setInterval(
     () => {
       const now = Date.now();
+      // Messages refused for a passing reason go again at most `limit` per sweep: after a 429 the
+      // whole window would otherwise come back at once and overflow the ingest queue again.
+      let budget = limit;
       for (const [t, f] of inFlight) {
         const refused = refusals.get(f.msg.subject);
         if (refused) fail(t, explain(refused));
         if (refused || now < f.due) continue;
-        if (f.unstored || (f.msg.id && f.attempts < maxAttempts)) send(t, f);
+        if (f.unstored && budget-- <= 0) continue;
+        if (f.unstored || (f.msg.id && f.attempts - f.busy < maxAttempts)) send(t, f);
         else
           fail(
             t,
@@ -216,7 +263,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   );
 
   const room = async () => {
-    while (inFlight.size >= window && !closed) await slot();
+    while (inFlight.size >= limit && !closed) await slot();
   };
   const flush = () => (inFlight.size === 0 ? Promise.resolve() : new Promise<void>((r) => idle.push(r)));
   // Built at each send rather than kept: a message waiting for its ack holds as little as possible.
@@ -228,17 +275,18 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     return hdrs;
   };
   const start = (msg: OutgoingMessage, done: Done, index = 0) => {
-    if (closed) return done({ msg, reply: "", attempts: 0, due: 0, index, done }, 0, Failed, "publisher closed");
+    if (closed) return done({ msg, reply: "", attempts: 0, busy: 0, due: 0, index, done }, 0, Failed, "publisher closed");
     const t = free.pop() ?? ++tokens;
     let f = records[t];
     if (f) {
       f.msg = msg;
       f.attempts = 0;
+      f.busy = 0;
       f.unstored = undefined;
       f.index = index;
       f.done = done;
     } else {
-      f = { msg, reply: `${inbox}.${t}`, attempts: 0, due: 0, index, done };
+      f = { msg, reply: `${inbox}.${t}`, attempts: 0, busy: 0, due: 0, index, done };
       if (t <= 4 * window) records[t] = f;
     }
     inFlight.set(t, f);
@@ -246,7 +294,9 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   };
   const publish = async (msg: OutgoingMessage): Promise<PublishResult> => {
     await room();
-    return new Promise<PublishResult>((resolve) => start(msg, (f, seq, ending, error) => resolve(result(f, seq, ending, error))));
+    return new Promise<PublishResult>((resolve) =>
+      start(msg, (f, seq, ending, error, code) => resolve(result(f, seq, ending, error, code))),
+    );
   };
 
   return {
@@ -254,17 +304,17 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     async publishAll(msgs, onResult) {
       const tally: Tally = { stored: 0, duplicates: 0, retried: 0, failed: 0 };
       // Counted without an object per message; one is made only for onResult.
-      const count: Done = (f, seq, ending, error) => {
+      const count: Done = (f, seq, ending, error, code) => {
         if (ending === Failed) tally.failed++;
         else if (ending === Duplicate) tally.duplicates++;
         else tally.stored++;
         if (f.attempts > 1) tally.retried++;
-        onResult?.(result(f, seq, ending, error), f.index);
+        onResult?.(result(f, seq, ending, error, code), f.index);
       };
       let i = 0;
       for (const m of msgs) {
         // Only wait when the window is full: publishes made in one go leave in one socket write.
-        while (inFlight.size >= window && !closed) await slot();
+        while (inFlight.size >= limit && !closed) await slot();
         start(m, count, i++); // a callback, not a promise and a closure per message: less garbage
       }
       await flush();

@@ -21,7 +21,7 @@ export async function ensureStream(
   keys: (keyof StreamConfig)[] = ["retention", "storage"],
 ): Promise<StreamConfig> {
   try {
-    const { config } = await jsm.streams.info(want.name);
+    const { config } = await placed(() => jsm.streams.info(want.name));
     for (const key of keys) {
       if (want[key] !== undefined && JSON.stringify(config[key]) !== JSON.stringify(want[key])) {
         const have = `${key}=${JSON.stringify(config[key])}`;
@@ -37,7 +37,7 @@ export async function ensureStream(
     // A replicated stream answers publishes only once its replicas have elected a leader: until then a
     // publish gets "no responders". Wait for the leader (bounded) so callers can publish at once.
     for (let i = 0; i < 100 && (created.config.num_replicas ?? 1) > 1; i++) {
-      if ((await jsm.streams.info(want.name)).cluster?.leader) break;
+      if ((await placed(() => jsm.streams.info(want.name))).cluster?.leader) break;
       await delay(100);
     }
     return created.config;
@@ -49,7 +49,9 @@ export async function ensureStream(
  * 10005: a cluster that has just started may not know yet that its peers have JetStream, seen on
  * 2.10.27 right after all nodes were healthy and current, for streams and for their consumers) or
  * does not answer in time (a young R3 cluster's stream create timed out once in CI on 2.15.1). Trying
- * again is safe: creating a stream, consumer or bucket that exists with the same config succeeds.
+ * again is safe: creating a stream, consumer or bucket that exists with the same config succeeds. The
+ * setup's reads (stream and consumer info) go through it too: a busy R3 cluster's info timed out in
+ * CI's R3 benchmark (2.15.1, after the test matrix).
  */
 export async function placed<T>(create: () => Promise<T>): Promise<T> {
   const until = Date.now() + 20_000;
@@ -65,12 +67,28 @@ export async function placed<T>(create: () => Promise<T>): Promise<T> {
 
 const addStream = (jsm: JetStreamManager, config: StreamSpec) => placed(() => jsm.streams.add(config));
 
-/** Creates the durable consumer `want.durable_name` on `stream` unless it exists; returns its config. */
-export async function ensureConsumer(jsm: JetStreamManager, stream: string, want: Partial<ConsumerConfig>): Promise<ConsumerConfig> {
+/**
+ * Creates the durable consumer `want.durable_name` on `stream` unless it exists, or checks that the
+ * existing one agrees on `keys` (reported, never changed: other processes may rely on it). Returns its config.
+ */
+export async function ensureConsumer(
+  jsm: JetStreamManager,
+  stream: string,
+  want: Partial<ConsumerConfig>,
+  keys: (keyof ConsumerConfig)[] = [],
+): Promise<ConsumerConfig> {
   const name = want.durable_name ?? want.name;
   if (!name) throw new Error("ensureConsumer needs a durable_name");
   try {
-    return (await jsm.consumers.info(stream, name)).config;
+    const { config } = await placed(() => jsm.consumers.info(stream, name));
+    for (const key of keys) {
+      if (want[key] !== undefined && JSON.stringify(config[key] ?? null) !== JSON.stringify(want[key])) {
+        throw new UserError(
+          `consumer ${name} on ${stream} exists with ${key}=${JSON.stringify(config[key])} but this pattern needs ${key}=${JSON.stringify(want[key])} — delete it ("nats consumer rm ${stream} ${name}") or use the same settings`,
+        );
+      }
+    }
+    return config;
   } catch (err) {
     if (!isNotFound(err)) throw err;
     return (await placed(() => jsm.consumers.add(stream, want))).config;

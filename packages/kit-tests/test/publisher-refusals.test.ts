@@ -1,0 +1,199 @@
+// The kit's publisher against every refusal a stream can answer a publish with (nats-server's
+// server/errors.json, the answers processJetStreamMsg sends): each one is an error on that message,
+// publishBatch rejects, and what the publisher calls stored is in the stream, read back.
+import { type JetStreamManager, jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
+import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
+import { type NatsServer, useServer } from "@repo/harness";
+import { createPublisher, type OutgoingMessage, publishBatch, storedMessages, versionAtLeast } from "@repo/kit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+let server: NatsServer;
+let nc: NatsConnection;
+let jsm: JetStreamManager;
+let n = 0;
+
+beforeAll(async () => {
+  server = await useServer();
+  nc = await connect({ servers: server.url });
+  jsm = await jetstreamManager(nc);
+});
+
+afterAll(async () => {
+  await nc?.close();
+  await server?.stop();
+});
+
+const version = () => nc.info?.version ?? "0.0.0";
+const hdrs = (entries: Record<string, string>) => {
+  const h = headers();
+  for (const [k, v] of Object.entries(entries)) h.set(k, v);
+  return h;
+};
+
+interface Refusal {
+  name: string;
+  /** The server that first answers so; older ones store the message or ignore the header. */
+  since?: string;
+  /** The JetStream err_code of the answer (errors.json), or 503 for the no-responders status. */
+  code: number;
+  stream?: Partial<StreamConfig>;
+  /** Runs once the stream exists, before the refused publish (fill it, seal it). */
+  before?: (stream: string, subject: string) => Promise<void>;
+  msg: (subject: string) => Omit<OutgoingMessage, "subject"> & { subject?: string };
+  /** The publisher's own `stream` option (Nats-Expected-Stream). */
+  expect?: string;
+}
+
+const big = new Uint8Array(64);
+const refusals: Refusal[] = [
+  { name: "expected stream does not match", code: 10060, expect: "SOMEONE_ELSE", msg: () => ({ data: big }) },
+  { name: "message size exceeds maximum", code: 10054, stream: { max_msg_size: 16 }, msg: () => ({ data: big }) },
+  {
+    name: "header size exceeds maximum",
+    code: 10097,
+    msg: () => ({ data: big, headers: hdrs({ "X-Big": "h".repeat(70_000) }) }),
+  },
+  {
+    name: "wrong last sequence",
+    code: 10071,
+    msg: () => ({ data: big, headers: hdrs({ "Nats-Expected-Last-Sequence": "99" }) }),
+  },
+  {
+    name: "wrong last subject sequence",
+    code: 10071,
+    msg: () => ({ data: big, headers: hdrs({ "Nats-Expected-Last-Subject-Sequence": "99" }) }),
+  },
+  {
+    name: "wrong last msg id",
+    code: 10070,
+    before: async (_s, subject) => void (await publishBatch(nc, [{ subject, data: big, id: "first" }], { what: "seed" })),
+    msg: () => ({ data: big, headers: hdrs({ "Nats-Expected-Last-Msg-Id": "not-the-last" }) }),
+  },
+  {
+    name: "sealed stream",
+    code: 10109,
+    // Sealing is a stream update nats.js's update type does not list.
+    before: async (stream) => void (await jsm.streams.update(stream, { sealed: true } as Partial<StreamConfig>)),
+    msg: () => ({ data: big }),
+  },
+  {
+    name: "maximum messages exceeded (discard new)",
+    code: 10077,
+    stream: { max_msgs: 1, discard: "new" as StreamConfig["discard"] },
+    before: async (_s, subject) => void (await publishBatch(nc, [{ subject, data: big }], { what: "seed" })),
+    msg: () => ({ data: big }),
+  },
+  {
+    name: "maximum bytes exceeded (discard new)",
+    code: 10077,
+    stream: { max_bytes: 1024, discard: "new" as StreamConfig["discard"] },
+    msg: () => ({ data: new Uint8Array(2048) }),
+  },
+  {
+    name: "maximum messages per subject exceeded (discard new per subject)",
+    since: "2.10.0",
+    code: 10077,
+    stream: { max_msgs_per_subject: 1, discard: "new" as StreamConfig["discard"], discard_new_per_subject: true },
+    before: async (_s, subject) => void (await publishBatch(nc, [{ subject, data: big }], { what: "seed" })),
+    msg: () => ({ data: big }),
+  },
+  {
+    name: "per-message TTL is disabled",
+    since: "2.11.0",
+    code: 10166,
+    msg: () => ({ data: big, headers: hdrs({ "Nats-TTL": "1m" }) }),
+  },
+  {
+    name: "invalid per-message TTL",
+    since: "2.11.0",
+    code: 10165,
+    stream: { allow_msg_ttl: true },
+    msg: () => ({ data: big, headers: hdrs({ "Nats-TTL": "soon" }) }),
+  },
+  {
+    name: "message counters are disabled",
+    since: "2.12.0",
+    code: 10168,
+    msg: () => ({ data: new Uint8Array(0), headers: hdrs({ "Nats-Incr": "1" }) }),
+  },
+  {
+    name: "message schedules are disabled",
+    since: "2.12.0",
+    code: 10188,
+    msg: (subject) => ({ data: big, headers: hdrs({ "Nats-Schedule": "@every 1m", "Nats-Schedule-Target": subject }) }),
+  },
+  {
+    name: "atomic publish is disabled",
+    since: "2.12.0",
+    code: 10174,
+    msg: () => ({ data: big, headers: hdrs({ "Nats-Batch-Id": "b1", "Nats-Batch-Sequence": "1", "Nats-Batch-Commit": "1" }) }),
+  },
+  { name: "no stream listens (no responders)", code: 503, msg: (subject) => ({ data: big, subject: `${subject}-nowhere` }) },
+];
+
+async function streamFor(r: Refusal) {
+  const name = `REFUSE_${++n}`;
+  const subject = `refuse.${n}`;
+  await jsm.streams.add({ name, subjects: [subject], ...r.stream });
+  await r.before?.(name, subject);
+  const { state } = await jsm.streams.info(name);
+  return { name, subject, before: state.last_seq };
+}
+
+describe(`the publisher's refusals on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
+  for (const r of refusals) {
+    it(`reports "${r.name}" (${r.code}) as an error on that message, never as stored`, async (ctx) => {
+      if (r.since && !versionAtLeast(version(), r.since)) return ctx.skip(`needs nats-server ${r.since}`);
+      const s = await streamFor(r);
+      const { subject = s.subject, ...rest } = r.msg(s.subject);
+      const publisher = createPublisher(nc, { stream: r.expect ?? s.name, attempts: 2, timeoutMs: 1_000 });
+      try {
+        const result = await publisher.publish({ subject, ...rest });
+        expect(result.error, JSON.stringify(result)).toBeTruthy();
+        expect(result.code).toBe(r.code);
+        expect(result.seq).toBe(0);
+      } finally {
+        publisher.close();
+      }
+      // Nothing of it was stored.
+      expect((await jsm.streams.info(s.name)).state.last_seq).toBe(s.before);
+    });
+
+    it(`publishBatch rejects on "${r.name}" and what it stored around it is in the stream`, async (ctx) => {
+      if (r.since && !versionAtLeast(version(), r.since)) return ctx.skip(`needs nats-server ${r.since}`);
+      const s = await streamFor(r);
+      const { subject = s.subject, ...rest } = r.msg(s.subject);
+      const results: { stored: boolean; seq: number }[] = [];
+      const batch: OutgoingMessage[] = [{ subject, ...rest }];
+      const done = publishBatch(nc, batch, { what: "messages", stream: r.expect ?? s.name, attempts: 2, timeoutMs: 1_000 }, (res) =>
+        results.push({ stored: !res.error, seq: res.seq }),
+      );
+      await expect(done).rejects.toThrow(/1 messages not published/);
+      expect(results).toEqual([{ stored: false, seq: 0 }]);
+      expect((await jsm.streams.info(s.name)).state.last_seq).toBe(s.before);
+    });
+  }
+
+  it("stores the good messages of a batch and fails only the refused ones, each read back", async () => {
+    const name = `REFUSE_${++n}`;
+    await jsm.streams.add({ name, subjects: [`mixed.${n}.>`], max_msg_size: 256 }); // headers count too
+    const small = (i: number) => new TextEncoder().encode(`m${i}`);
+    // Every third message is too large for the stream.
+    const msgs = Array.from({ length: 30 }, (_, i) => ({
+      subject: `mixed.${n}.${i}`,
+      id: `m${i}`,
+      data: i % 3 === 0 ? new Uint8Array(512) : small(i),
+    }));
+    const stored = new Map<number, number>();
+    const failed: number[] = [];
+    const publisher = createPublisher(nc, { stream: name });
+    const tally = await publisher.publishAll(msgs, (res, i) => (res.error ? failed.push(i) : stored.set(i, res.seq)));
+    publisher.close();
+    expect(tally, JSON.stringify(tally)).toMatchObject({ stored: 20, failed: 10 });
+    expect(failed.sort((a, b) => a - b)).toEqual(msgs.map((_, i) => i).filter((i) => i % 3 === 0));
+    const inStream = await storedMessages(jsm, name);
+    expect(inStream.map((m) => [m.seq, m.subject])).toEqual(
+      [...stored].sort(([, a], [, b]) => a - b).map(([i, seq]) => [seq, msgs[i]!.subject]),
+    );
+  });
+});
