@@ -1,11 +1,21 @@
-// Serving a consumer's messages one at a time until stopped: the loops every subscriber shares.
-// serve() reads a long-lived consume(); pull() makes a new short fetch each round, which outlives a
-// server restart on every version (a consume() was seen to go silent after a restart of 2.9/2.10).
-import type { Consumer, ConsumerMessages, JsMsg } from "@nats-io/jetstream";
-import { delay, type NatsConnection } from "@nats-io/transport-node";
+// Serving a consumer's messages one at a time until stopped: the loop every subscriber shares (the
+// projection, the applier, the runner, the fanout subscribers, the priority-queue's tier workers), with
+// one policy for what a handler throws. pull() fetches into a bounded hand it keeps alive, and can keep
+// each key in order. Workers that handle many messages at once (work-queue's) pull for their free
+// slots with startPulling (pulling.ts) on the same rules; priority-queue's level workers make no_wait
+// pulls across several consumers, their own protocol.
+//
+// The policy: a handler error never ends the loop. A MalformedPayload can never succeed, so its
+// message is ended (term, with the reason on nats-server >= 2.10.4); any other error hands the message
+// back (nak) to come again after `retryMs`. Only the loop itself failing (its consumer gone, a refused
+// pull) ends it, and `stopped` then says why, for /healthz.
+import type { Consumer, ConsumerInfo, ConsumerMessages, FetchMessages, JsMsg } from "@nats-io/jetstream";
+import { delay, errors, type NatsConnection } from "@nats-io/transport-node";
 import { explain } from "./cli.js";
-import { type Refusal, watchRefusals } from "./errors.js";
+import { messageOf, type Refusal, watchRefusals } from "./errors.js";
 import type { Logger } from "./log.js";
+import { MalformedPayload } from "./payload.js";
+import { versionAtLeast } from "./version.js";
 
 /**
  * Watches for the server refusing this connection the right to pull from a consumer. A pull request is
@@ -14,71 +24,232 @@ import type { Logger } from "./log.js";
  * refusal (to stop with one clear line) or undefined (a passing failure: pull again).
  */
 export async function pullRefusals(nc: NatsConnection, consumer: Consumer): Promise<{ refused(): Refusal | undefined }> {
-  const { stream_name, name } = await consumer.info(true);
+  return refusalsOf(nc, await consumer.info(true));
+}
+
+/** pullRefusals for a consumer whose info the caller has already. */
+function refusalsOf(nc: NatsConnection, { stream_name, name }: ConsumerInfo): { refused(): Refusal | undefined } {
   const refusals = watchRefusals(nc);
   return { refused: () => refusals.get(`$JS.API.CONSUMER.MSG.NEXT.${stream_name}.${name}`) };
 }
 
 export interface Serving {
-  /** Stops pulling and waits for the message in hand; unacked messages are redelivered later. */
+  /** Stops pulling and waits for the message being handled; the rest of the hand goes back at once (nak). */
   stop(): Promise<void>;
+  /** Why the loop ended by itself (undefined while it runs, or after stop()): /healthz answers 503 with it. */
+  readonly stopped: string | undefined;
+}
+
+export interface ServeOptions {
+  nc: NatsConnection;
+  log: Logger;
+  who: Record<string, string>;
+  /** A message whose handler threw (not MalformedPayload) comes back after this (default 1000 ms). */
+  retryMs?: number;
 }
 
 /**
- * Hands each message of `messages` to `handle`, in order. An error (not one caused by our connection
- * closing) ends the loop with one log line naming `who`: its message was not acked, so it comes back.
+ * Ends a message for good, with `reason` (cut to 200 characters) where the server understands one:
+ * "+TERM <reason>" from nats-server 2.10.4; older servers want a bare +TERM.
  */
-export function serve(
-  messages: ConsumerMessages,
-  handle: (m: JsMsg) => Promise<void>,
-  o: { nc: NatsConnection; log: Logger; who: Record<string, string> },
-): Serving {
-  const loop = (async () => {
-    for await (const m of messages) await handle(m);
-  })().catch((err: unknown) => {
-    if (!o.nc.isClosed()) o.log.error({ ...o.who, err: String(err) }, "stopped on an error");
-  });
+export function terminate(m: { term(reason?: string): void }, reason: string, serverVersion: string | undefined): void {
+  if (versionAtLeast(serverVersion, "2.10.4")) m.term(reason.slice(0, 200));
+  else m.term();
+}
+
+/** A promise to wait on that wake() resolves; a wake() with no one waiting is kept for the next wait(). */
+function wakeable() {
+  let woken = false;
+  let resolve: (() => void) | undefined;
   return {
-    async stop() {
-      await messages.close();
-      await loop;
+    wait(): Promise<void> {
+      if (woken) {
+        woken = false;
+        return Promise.resolve();
+      }
+      return new Promise<void>((r) => {
+        resolve = r;
+      });
+    },
+    wake() {
+      if (resolve) {
+        const r = resolve;
+        resolve = undefined;
+        r();
+      } else woken = true;
     },
   };
 }
 
+/** The policy above, for one message whose handler threw `err`. */
+function settle(m: JsMsg, err: unknown, o: ServeOptions): void {
+  if (o.nc.isClosed()) return; // going away: the message comes back after its ack_wait
+  if (err instanceof MalformedPayload) {
+    const reason = `malformed: ${err.message}`.slice(0, 200);
+    terminate(m, reason, o.nc.info?.version);
+    o.log.warn({ ...o.who, seq: m.seq, reason }, "malformed message: terminated, not retried");
+    return;
+  }
+  const retryMs = o.retryMs ?? 1_000;
+  m.nak(retryMs);
+  o.log.warn(
+    { ...o.who, seq: m.seq, delivery: m.info.deliveryCount, err: messageOf(err), retry_ms: retryMs },
+    "not handled; it comes back",
+  );
+}
+
+export interface PullOptions extends ServeOptions {
+  /** Messages in hand at most: fetched and not yet settled (default 8). */
+  batch?: number;
+  /** How long each pull waits for messages (default 2000 ms). */
+  expiresMs?: number;
+  /**
+   * Where order per key matters: the key of a message (an account, an order id). A message whose
+   * handler failed holds its key: every later message of that key that this loop gets is handed back
+   * (nak, the same delay) and joins the hold, and the key's messages are then handled only lowest
+   * sequence first, until every one the hold took is handled. A hold with nothing happening on it
+   * for ack_wait plus twice the delay lapses (its messages may have gone to another instance). Held
+   * messages stay ack-pending: many held keys can fill the consumer's max_ack_pending, and each nak
+   * is a delivery (keep max_deliver unlimited with keyOf). A malformed message holds nothing.
+   */
+  keyOf?: (m: JsMsg) => string | undefined;
+  /** More options for each pull: a priority group's (group, priority, min_pending; nats-server 2.11+). */
+  pullWith?: Record<string, unknown>;
+}
+
 /**
- * Fetches up to `batch` messages at a time (each pull expiring after `expiresMs`) and hands each to
- * `handle`, in order, until stop(). A failed pull (a restart, missed heartbeats) is followed by a new
- * one; an error from `handle` ends nothing either: it is logged, and the message, unacked, comes back.
+ * Fetches messages into a hand of at most `batch` and hands each to `handle`, in stream order, with
+ * the policy above, until stop(). Every message in hand, handled or waiting its turn, is kept alive
+ * (working(), every third of the consumer's ack_wait), so none runs out its ack_wait in the hand and
+ * runs twice. A failed pull (a restart, missed heartbeats) is followed by a new one; a refused one ends
+ * the loop with one line.
  */
-export async function pull(
-  consumer: Consumer,
-  handle: (m: JsMsg) => Promise<void>,
-  o: { nc: NatsConnection; log: Logger; who: Record<string, string>; batch?: number; expiresMs?: number },
-): Promise<Serving> {
+export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<void>, o: PullOptions): Promise<Serving> {
   let stopping = false;
-  const refusals = await pullRefusals(o.nc, consumer);
-  const loop = (async () => {
+  let stopped: string | undefined;
+  const info = await consumer.info(true);
+  const refusals = refusalsOf(o.nc, info);
+  const ackWaitMs = (info.config.ack_wait ?? 30_000_000_000) / 1_000_000;
+  const batch = o.batch ?? 8;
+  const retryMs = o.retryMs ?? 1_000;
+  const hand: JsMsg[] = [];
+  let fetching: ConsumerMessages | undefined;
+  // Keys held by a failed message: the sequences the hold took (to be handled lowest first), and
+  // when it lapses if nothing happens on it.
+  const held = new Map<string, { seqs: Set<number>; until: number }>();
+  const lapse = () => Date.now() + ackWaitMs + 2 * retryMs;
+  // A handler that never returns keeps its message (and the hand behind it) alive for ever: give the
+  // calls it makes their own timeouts.
+  const heartbeat = setInterval(
+    () => {
+      if (o.nc.isClosed() || o.nc.isDraining()) return;
+      for (const m of hand) m.working();
+      const now = Date.now();
+      for (const [key, hold] of held) if (now > hold.until) held.delete(key);
+    },
+    Math.max(100, ackWaitMs / 3),
+  );
+  const one = async (m: JsMsg) => {
+    let key: string | undefined;
+    try {
+      key = o.keyOf?.(m);
+    } catch {
+      key = undefined; // a key that cannot be read holds nothing
+    }
+    let hold = key === undefined ? undefined : held.get(key);
+    if (hold && Date.now() > hold.until) {
+      held.delete(key!);
+      hold = undefined;
+    }
+    if (hold && m.seq > Math.min(...hold.seqs)) {
+      hold.seqs.add(m.seq);
+      hold.until = lapse();
+      m.nak(retryMs); // behind an earlier message of its key
+      o.log.debug({ ...o.who, seq: m.seq, key }, "held behind an earlier message of its key");
+      return;
+    }
+    // Handled or ended for good: out of its key's hold, and the hold over once it took nothing more.
+    const release = () => {
+      hold?.seqs.delete(m.seq);
+      if (hold?.seqs.size === 0) held.delete(key!);
+    };
+    try {
+      await handle(m);
+      release();
+    } catch (err) {
+      settle(m, err, o);
+      if (key === undefined || err instanceof MalformedPayload) return release();
+      if (hold) {
+        hold.seqs.add(m.seq);
+        hold.until = lapse();
+      } else held.set(key, { seqs: new Set([m.seq]), until: lapse() });
+    }
+  };
+  // Two loops: one fetches into the hand whenever half of it is free (so the next messages are on
+  // their way while the hand is worked off), the other handles the hand, one message at a time.
+  const fetched = wakeable();
+  const freed = wakeable();
+  let fetcherDone = false;
+  const fetcher = (async () => {
     while (!stopping && !o.nc.isClosed()) {
+      const room = batch - hand.length;
+      if (room < Math.ceil(batch / 2)) {
+        await freed.wait();
+        continue;
+      }
       try {
-        for await (const m of await consumer.fetch({ max_messages: o.batch ?? 8, expires: o.expiresMs ?? 2_000 })) {
-          await handle(m).catch((err: unknown) => o.log.warn({ ...o.who, seq: m.seq, err: String(err) }, "not handled; it will come back"));
+        fetching = await consumer.fetch({ ...o.pullWith, max_messages: room, expires: o.expiresMs ?? 2_000 } as FetchMessages);
+        for await (const m of fetching) {
+          hand.push(m);
+          fetched.wake();
         }
       } catch (err) {
-        if (o.nc.isClosed()) break;
+        if (o.nc.isClosed() || stopping) break;
+        if (err instanceof errors.InvalidArgumentError) {
+          // Our own options are wrong (an expiry under 1 s, ...): another pull cannot help.
+          stopped = `cannot pull: ${err.message}`;
+          o.log.error({ ...o.who }, stopped);
+          break;
+        }
         const refused = refusals.refused();
         if (refused) {
-          o.log.error({ ...o.who }, explain(refused));
+          stopped = explain(refused);
+          o.log.error({ ...o.who }, stopped);
           break;
         }
         o.log.debug({ ...o.who, err: String(err) }, "pull failed; pulling again");
         await delay(250);
       }
     }
+    fetcherDone = true;
+    fetched.wake();
+  })();
+  const loop = (async () => {
+    for (;;) {
+      // Stopping: what is in hand and not started goes back at once, for another instance.
+      if (stopping) for (const rest of hand.splice(0)) if (!o.nc.isClosed()) rest.nak();
+      const m = hand[0];
+      if (m) {
+        await one(m);
+        hand.shift();
+        if (batch - hand.length >= Math.ceil(batch / 2)) freed.wake();
+        continue;
+      }
+      if (fetcherDone) break;
+      await fetched.wait();
+    }
+    await fetcher;
+    clearInterval(heartbeat);
   })();
   return {
+    get stopped() {
+      return stopped;
+    },
     async stop() {
       stopping = true;
+      // The pull under way ends now rather than at its expiry; what is in hand is handled first.
+      await fetching?.close();
+      freed.wake();
       await loop;
     },
   };

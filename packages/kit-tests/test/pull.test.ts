@@ -1,0 +1,116 @@
+// The kit's pull(): the loop the projection, the applier, the runner and the fanout subscribers share.
+// Every message in hand is kept alive (working()) while the ones before it are handled, a handler
+// error never ends the loop, and with keyOf a message whose handler failed is never overtaken by a
+// later message of its key.
+import { AckPolicy, type JetStreamManager, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection, nanos } from "@nats-io/transport-node";
+import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
+import { createLogger, pull, type Serving } from "@repo/kit";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+
+const log = createLogger("pull-test");
+log.level = process.env.LOG_LEVEL ?? "silent";
+let server: NatsServer;
+let nc: NatsConnection;
+let jsm: JetStreamManager;
+const running: Serving[] = [];
+
+beforeAll(async () => {
+  server = await useServer();
+  nc = await connect({ servers: server.url });
+  jsm = await jetstreamManager(nc);
+});
+afterAll(async () => {
+  await nc?.close();
+  await server?.stop();
+});
+beforeEach(async () => {
+  await jsm.streams.delete("PULLED").catch(() => {});
+  await jsm.streams.add({ name: "PULLED", subjects: ["pulled.>"], storage: "memory" as never });
+  await jsm.consumers.add("PULLED", { durable_name: "c", ack_policy: AckPolicy.Explicit, ack_wait: nanos(1_000) });
+});
+afterEach(async () => {
+  for (const s of running.splice(0)) await s.stop();
+});
+
+type PullOptions = Parameters<typeof pull>[2];
+const start = async (handle: (m: JsMsg) => Promise<void>, extra: Partial<PullOptions>) => {
+  const consumer = await jetstream(nc).consumers.get("PULLED", "c");
+  running.push(await pull(consumer, handle, { nc, log, who: { test: "pull" }, batch: 8, ...extra }));
+};
+
+describe(`the kit's pull() on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
+  it("keeps every message in hand alive while the ones before it run: 8 handlers of 300 ms past a 1 s ack_wait, each once", async () => {
+    for (let i = 0; i < 8; i++) await jetstream(nc).publish("pulled.x", String(i));
+    const runs: { seq: number; delivery: number }[] = [];
+    await start(
+      async (m) => {
+        runs.push({ seq: m.seq, delivery: m.info.deliveryCount });
+        await sleep(300);
+        m.ack();
+      },
+      { batch: 8 },
+    );
+    await waitFor("8 handled", () => runs.length >= 8, { timeoutMs: 10_000 });
+    await sleep(1_500); // a message that ran out its ack_wait in hand would come again now
+    expect(runs.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(runs.filter((r) => r.delivery > 1)).toEqual([]);
+  });
+
+  it("with keyOf, never handles a later message of a key before one of that key that failed", async () => {
+    for (const s of ["a.1", "b.1", "a.2", "a.3", "b.2"]) await jetstream(nc).publish(`pulled.${s.split(".")[0]}`, s);
+    const handled: string[] = [];
+    let failed = false;
+    await start(
+      async (m) => {
+        const what = m.string();
+        if (what === "a.1" && !failed) {
+          failed = true;
+          throw new Error("a.1 fails once");
+        }
+        handled.push(what);
+        m.ack();
+      },
+      { keyOf: (m: JsMsg) => m.subject, retryMs: 200 },
+    );
+    await waitFor("5 handled", () => handled.length >= 5, { timeoutMs: 10_000 });
+    await sleep(500);
+    expect(handled.filter((h) => h.startsWith("a."))).toEqual(["a.1", "a.2", "a.3"]);
+    expect(handled.filter((h) => h.startsWith("b."))).toEqual(["b.1", "b.2"]); // another key is not held
+    expect(handled.length).toBe(5);
+  });
+});
+
+describe("the kit's pull() keyOf, when the failed message is handled before those held behind it", () => {
+  it("still hands a newer message of the key back until the held ones are handled", async () => {
+    for (const s of ["a.1", "b.1", "a.2", "a.3"]) await jetstream(nc).publish(`pulled.${s.split(".")[0]}`, s);
+    const handled: string[] = [];
+    let failed = false;
+    await start(
+      async (m) => {
+        const what = m.string();
+        if (what === "a.1" && !failed) {
+          failed = true;
+          throw new Error("a.1 fails once"); // back in 200 ms, before a.2 and a.3 (held while b.1 runs)
+        }
+        if (what === "b.1") await sleep(300);
+        if (what === "a.1") await jetstream(nc).publish("pulled.a", "a.4"); // arrives before a.2 and a.3 come back
+        handled.push(what);
+        m.ack();
+      },
+      { keyOf: (m: JsMsg) => m.subject, retryMs: 200 },
+    );
+    await waitFor("5 handled", () => handled.length >= 5, { timeoutMs: 10_000 });
+    await sleep(500);
+    expect(handled.filter((h) => h.startsWith("a."))).toEqual(["a.1", "a.2", "a.3", "a.4"]);
+  });
+});
+
+describe("the kit's pull() given options the client refuses", () => {
+  it("stops at once with the reason in `stopped`, rather than pulling again for ever", async () => {
+    await start(async () => {}, { expiresMs: 500 }); // nats.js wants at least 1 s
+    const serving = running.at(-1)!;
+    await waitFor("the loop stopped by itself", () => serving.stopped !== undefined, { timeoutMs: 5_000 });
+    expect(serving.stopped).toMatch(/expires.*at least 1000ms/);
+  });
+});
