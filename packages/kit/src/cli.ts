@@ -1,9 +1,10 @@
 // Running an entry point: options checked into one-line errors, Ctrl-C and SIGTERM as an AbortSignal,
 // and any failure printed as one line on stderr with a non-zero exit, never a stack trace.
+import { writeSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { isJetStreamNotEnabled, isNoResponders, permissionDenied } from "./errors.js";
-import { createLogger, type Logger } from "./log.js";
+import { createLogger, flushLogs, type Logger } from "./log.js";
 
 /** An error whose message is the whole story: printed as one line, no stack trace. */
 export class UserError extends Error {}
@@ -30,13 +31,13 @@ export function runMain(name: string, fn: (signal: AbortSignal, log: Logger) => 
     abort.abort();
   });
   process.once("SIGTERM", () => abort.abort()); // a service asked to stop: a clean stop exits 0
+  const exit = (code: number) => void flushLogs().then(() => process.exit(code));
   fn(abort.signal, log).then(
     // Ctrl-C ends a clean run with the conventional 128 + SIGINT, unless the run already failed.
-    () => process.exit(process.exitCode ?? (interrupted ? 130 : 0)),
+    () => exit(Number(process.exitCode ?? (interrupted ? 130 : 0))),
     (err: unknown) => {
-      const msg = explain(err, name);
-      process.stderr.write(`error: ${msg}\n`);
-      process.exit(1);
+      writeSync(2, `error: ${explain(err, name)}\n`); // at once: stderr to a pipe is written later otherwise
+      exit(1);
     },
   );
 }
@@ -47,6 +48,8 @@ export function explain(err: unknown, name = "run"): string {
   const denied = permissionDenied(err);
   if (denied) {
     const what = denied.operation === "publish" ? "publish to" : "subscribe to";
+    if (denied.operation !== "publish" && denied.subject.startsWith("_INBOX"))
+      return `not permitted: this user may not subscribe to ${denied.subject}, where its replies would come — set NATS_INBOX_PREFIX to the inbox prefix it may read (nats/roles.conf: _INBOX.<user>)`;
     return `not permitted: this user may not ${what} ${denied.subject} — run this step as a user whose permissions allow it (each pattern's README lists its roles)`;
   }
   if (err instanceof UserError) return text;
@@ -69,7 +72,7 @@ export function isEntry(moduleUrl: string): boolean {
 /** What every demo's --help ends with: the option and the environment all demos share. */
 const SHARED_HELP = `  --json        JSON log lines (also LOG_FORMAT=json)
   server: NATS_URL (default nats://127.0.0.1:4222; user:password@ or token@ in it work), NATS_USER/NATS_PASSWORD,
-          NATS_TOKEN, NATS_CREDS, NATS_NKEY; TLS: NATS_CA, NATS_CERT, NATS_KEY`;
+          NATS_TOKEN, NATS_CREDS, NATS_NKEY; TLS: NATS_CA, NATS_CERT, NATS_KEY; NATS_INBOX_PREFIX (where replies come)`;
 
 /** A demo option: a whole number with its default, at least 1 unless `min` says otherwise. */
 export type IntSpec = number | { default: number; min: number };
