@@ -32,6 +32,8 @@ export interface Login {
   servers: string;
   user: string;
   pass: string;
+  /** _INBOX.<user>: the only inboxes nats/roles.conf lets this user read (NATS_INBOX_PREFIX for the tools). */
+  inboxPrefix: string;
 }
 
 export interface NatsServer {
@@ -125,7 +127,7 @@ export function loginWith(url: string, passwords: Record<string, string> | undef
   return (user: string): Login => {
     const entry = Object.entries(passwords ?? {}).find(([v]) => userOf(v) === user);
     if (!entry) throw new Error(passwords ? `no user ${user} in nats/roles.conf` : "this server was not started with { roles: true }");
-    return { servers: url, user, pass: entry[1] };
+    return { servers: url, user, pass: entry[1], inboxPrefix: `_INBOX.${user}` };
   };
 }
 
@@ -151,7 +153,10 @@ export function serverProcess(bin: ServerBinary, dir: string, port: number, spec
   const args = ["-c", conf, "--addr", "127.0.0.1", "--port", String(port), ...spec.flags];
 
   const start = async (): Promise<void> => {
-    const proc = spawn(bin.path, args, { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...spec.env } });
+    // A process group of its own: a Ctrl-C in the terminal (SIGINT to the whole foreground group)
+    // reaches the demo, which stops and counts what is left, not the server it still talks to. The
+    // harness stops it afterwards (and kills it when this process exits).
+    const proc = spawn(bin.path, args, { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...spec.env }, detached: true });
     child = proc;
     running.add(proc);
     proc.once("exit", () => running.delete(proc));

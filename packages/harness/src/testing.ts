@@ -1,5 +1,5 @@
 // Small helpers for e2e tests: bounded waiting and unique names.
-import { explain } from "@repo/kit";
+import { explain, MalformedPayload } from "@repo/kit";
 export async function waitFor(
   what: string,
   check: () => boolean | Promise<boolean>,
@@ -24,5 +24,19 @@ export async function refusal(attempt: Promise<unknown>): Promise<string> {
     return "allowed";
   } catch (err) {
     return explain(err);
+  }
+}
+
+/**
+ * For property tests of a payload parser: `value` sent as JSON and parsed, with what was sent as the
+ * receiver reads it; undefined when the parser refused it as a MalformedPayload (any other error fails).
+ */
+export function parseSent<T>(parse: (data: Uint8Array) => T, value: unknown): { parsed: T; sent: Record<string, unknown> } | undefined {
+  const json = JSON.stringify(value) ?? "null";
+  try {
+    return { parsed: parse(new TextEncoder().encode(json)), sent: JSON.parse(json) };
+  } catch (err) {
+    if (err instanceof MalformedPayload) return undefined;
+    throw err;
   }
 }

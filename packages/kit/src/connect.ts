@@ -1,32 +1,59 @@
 // Connecting the way the NATS CLI does, from the environment: NATS_URL (comma-separated for several
 // servers; user info in a URL, user:password@ or token@, is used as credentials), NATS_USER/
-// NATS_PASSWORD, NATS_TOKEN, NATS_CREDS (a creds file), NATS_NKEY (an nkey seed file), and for TLS
-// NATS_CA, NATS_CERT, NATS_KEY (PEM files) and tls:// URLs. A failure is one line that says what to do,
+// NATS_PASSWORD, NATS_TOKEN, NATS_CREDS (a creds file), NATS_NKEY (an nkey seed file), for TLS
+// NATS_CA, NATS_CERT, NATS_KEY (PEM files) and tls:// URLs, and NATS_INBOX_PREFIX (the CLI's
+// --inbox-prefix: where replies come, for a user allowed to subscribe only under its own prefix). A failure is one line that says what to do,
 // and never shows a secret: URLs lose their user info, files are named, never read out.
 import { readFileSync } from "node:fs";
-import { connect, credsAuthenticator, type NatsConnection, type NodeConnectionOptions, nkeyAuthenticator } from "@nats-io/transport-node";
+import {
+  connect,
+  createInbox,
+  credsAuthenticator,
+  type NatsConnection,
+  type NodeConnectionOptions,
+  nkeyAuthenticator,
+} from "@nats-io/transport-node";
 import { UserError } from "./cli.js";
 import { isAuthError, isTimeout, isTlsError, messageOf } from "./errors.js";
 
 export const DEFAULT_URL = "nats://127.0.0.1:4222";
 
-const USER_INFO = /^([a-z]+:\/\/)?([^/@]*)@/i;
+// A URL's user info is everything between its scheme and its last "@", as Go's net/url (the NATS CLI)
+// reads it: a password with an "@" or a ":" of its own, not percent-encoded, still works, and none of
+// it is left in a log line.
+const SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
+function userInfo(url: string): { scheme: string; info: string; rest: string } | undefined {
+  const scheme = SCHEME.exec(url)?.[0] ?? "";
+  const at = url.lastIndexOf("@");
+  if (at < scheme.length) return undefined;
+  return { scheme, info: url.slice(scheme.length, at), rest: url.slice(at + 1) };
+}
 
 /** A server URL fit for a log line: without user info (user, password or token). */
 export function redactUrl(url: string): string {
-  return url.replace(USER_INFO, (_, scheme: string | undefined) => scheme ?? "");
+  const u = userInfo(url);
+  return u ? u.scheme + u.rest : url;
 }
 
 /** NATS_URL's servers, as given (user info included: never log these, log redactUrl's). */
 export const serversFromEnv = (): string[] => (process.env.NATS_URL || DEFAULT_URL).split(",").map((s) => s.trim());
 
+function decoded(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    // Never the value itself: it is a secret.
+    throw new UserError('the user info in NATS_URL is not valid percent-encoding: write a "%" in a password as %25');
+  }
+}
+
 /** Credentials in a URL's user info, as the NATS CLI reads them: user:password, or a lone token. */
 export function urlCredentials(url: string): { user: string; pass: string } | { token: string } | undefined {
-  const info = USER_INFO.exec(url)?.[2];
+  const info = userInfo(url)?.info;
   if (!info) return undefined;
-  const at = info.indexOf(":");
-  if (at < 0) return { token: decodeURIComponent(info) };
-  return { user: decodeURIComponent(info.slice(0, at)), pass: decodeURIComponent(info.slice(at + 1)) };
+  const colon = info.indexOf(":");
+  if (colon < 0) return { token: decoded(info) };
+  return { user: decoded(info.slice(0, colon)), pass: decoded(info.slice(colon + 1)) };
 }
 
 function readSecretFile(variable: string): Uint8Array {
@@ -38,10 +65,28 @@ function readSecretFile(variable: string): Uint8Array {
   }
 }
 
+/** What is left of a server URL without its user info: [scheme://]host[:port], a host name, an IPv4 or a bracketed IPv6. */
+const SERVER = /^([a-z][a-z0-9+.-]*:\/\/)?(\[[0-9a-f:.]+\]|[^\s/:@[\],]+)(:\d{1,5})?\/?$/i;
+
+/**
+ * NATS_URL's servers without their user info, each checked: an unencoded "," in a password splits
+ * NATS_URL there, and the piece before it would be a "server" holding part of the password.
+ */
+function serversToDial(urls: string[]): string[] {
+  return urls.map((url, i) => {
+    const server = redactUrl(url);
+    if (!SERVER.test(server))
+      throw new UserError(
+        `NATS_URL's server ${i + 1} of ${urls.length} is not [scheme://][user:password@]host[:port] (a "," or "/" in a password is written %2C or %2F)`,
+      );
+    return server;
+  });
+}
+
 /** The connection options the environment asks for (also what a test or a tool can inspect). */
 export function optionsFromEnv(name: string): NodeConnectionOptions {
   const urls = serversFromEnv();
-  const opts: NodeConnectionOptions = { servers: urls.map(redactUrl), name };
+  const opts: NodeConnectionOptions = { servers: serversToDial(urls), name };
   const fromUrl = urls.map(urlCredentials).find((c) => c !== undefined);
   if (fromUrl && "token" in fromUrl) opts.token = fromUrl.token;
   else if (fromUrl) Object.assign(opts, fromUrl);
@@ -53,11 +98,21 @@ export function optionsFromEnv(name: string): NodeConnectionOptions {
   if (process.env.NATS_CREDS) opts.authenticator = credsAuthenticator(readSecretFile("NATS_CREDS"));
   if (process.env.NATS_NKEY)
     opts.authenticator = nkeyAuthenticator(new TextEncoder().encode(new TextDecoder().decode(readSecretFile("NATS_NKEY")).trim()));
+  if (process.env.NATS_INBOX_PREFIX) opts.inboxPrefix = process.env.NATS_INBOX_PREFIX;
   const { NATS_CA: caFile, NATS_CERT: certFile, NATS_KEY: keyFile } = process.env;
   if (caFile || certFile || keyFile || urls.some((u) => u.startsWith("tls://"))) {
     opts.tls = { ...(caFile ? { caFile } : {}), ...(certFile ? { certFile } : {}), ...(keyFile ? { keyFile } : {}) };
   }
   return opts;
+}
+
+/**
+ * A new inbox under the connection's own reply prefix (its inboxPrefix, else _INBOX), as nats.js
+ * makes for its requests: for code that subscribes to replies itself (the publisher, the pullers).
+ */
+export function inboxFor(nc: NatsConnection): string {
+  // The prefix is in the connection's options, which NatsConnection's type does not show.
+  return createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
 }
 
 export async function connectFromEnv(name: string, extra: Partial<NodeConnectionOptions> = {}): Promise<NatsConnection> {

@@ -1,7 +1,7 @@
 // The kit: the runtime code every pattern of jetstream-patterns shares, in one place (packages/kit).
 // `pnpm run new` copies these files into a starter's src/kit/ and points the pattern's imports there.
 export { demoOptions, explain, type IntSpec, intOption, isEntry, runMain, UserError } from "./cli.js";
-export { connectFromEnv, DEFAULT_URL, optionsFromEnv, redactUrl, serversFromEnv, urlCredentials } from "./connect.js";
+export { connectFromEnv, DEFAULT_URL, inboxFor, optionsFromEnv, redactUrl, serversFromEnv, urlCredentials } from "./connect.js";
 export {
   ApiCodes,
   apiCode,
@@ -17,7 +17,7 @@ export {
   type Refusal,
   watchRefusals,
 } from "./errors.js";
-export { createLogger, type Logger, logSummary } from "./log.js";
+export { createLogger, flushLogs, type Logger, logSummary } from "./log.js";
 export { jsonObject, MalformedPayload } from "./payload.js";
 export {
   createPublisher,
@@ -28,8 +28,9 @@ export {
   publishBatch,
   type Tally,
 } from "./publisher.js";
+export { ackInfo, Delivery, type Puller, type PullerOptions, startPulling } from "./pulling.js";
 export { nextStored, storedMessages } from "./read.js";
-export { pull, pullRefusals, type Serving, serve } from "./serve.js";
+export { type PullOptions, pull, pullRefusals, type Serving, terminate } from "./serve.js";
 export { type Running, runService, stopWithin } from "./service.js";
 export { ensureConsumer, ensureStream, placed, replicas, type StreamSpec } from "./stream.js";
 export { compareVersions, versionAtLeast } from "./version.js";

@@ -56,7 +56,7 @@ export function runService(name: string, start: (nc: NatsConnection, log: Logger
     const running = await start(nc, log);
     const health =
       healthPort === undefined ? undefined : healthServer(nc, running, log).listen(healthPort, process.env.HEALTH_HOST ?? "127.0.0.1");
-    log.info({ health: healthPort ?? "off" }, "serving");
+    log.info({ health: healthPort ?? "off", pid: process.pid }, "serving");
     if (!signal.aborted) await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
     log.info({ deadline_ms: deadlineMs }, "stopping: no new work; finishing what is in hand");
     await running.stop(deadlineMs);

@@ -51,6 +51,30 @@ describe("work-queue roles (nats/roles.conf)", () => {
     expect((await admin.streams.info(STREAM)).state.messages).toBe(0);
   });
 
+  it("keeps each role's replies its own: the producer cannot read the jobs a worker pulls", async () => {
+    await setup(await jetstreamManager(await as("admin")), retry);
+    const spy = await as("work-queue-producer");
+    const seen: string[] = [];
+    const sub = spy.subscribe("_INBOX.>", { callback: (err, m) => void (!err && seen.push(m.subject)) });
+    const outcomes: Outcome[] = [];
+    const worker = await startWorker({
+      nc: await as("work-queue-worker"),
+      name: "w",
+      handler: async () => {},
+      log,
+      retry,
+      onOutcome: (o) => void outcomes.push(o),
+    });
+    await publishJobs(
+      spy,
+      Array.from({ length: 10 }, (_, i) => encodeJob({ id: `secret-${i}`, task: "resize" })),
+    );
+    await waitFor("the worker processed the jobs", () => outcomes.length === 10);
+    await worker.stop();
+    expect(seen).toEqual([]);
+    expect(await sub.closed).toBeInstanceOf(Error); // the server refused the subscription
+  });
+
   it("refuses the producer consuming, purging and deleting", async () => {
     const jsm = await manager("work-queue-producer");
     expect(await refusal(jetstream(await as("work-queue-producer")).consumers.get(STREAM, CONSUMER))).toMatch(
