@@ -11,7 +11,7 @@ import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManage
 import { headers } from "@nats-io/transport-node";
 import { connectFromEnv, isEntry, isNotFound, runMain, storedMessages, UserError } from "@repo/kit";
 import { DlqHeaders } from "./dead-letter.js";
-import { DLQ_STREAM, STREAM } from "./setup.js";
+import { DLQ_PREFIX, DLQ_STREAM, STREAM, SUBJECT_PREFIX } from "./setup.js";
 import { type JobStatus, openStatusIfAny, type StatusStore } from "./status.js";
 
 export interface DeadLetterInfo {
@@ -27,6 +27,12 @@ export interface DeadLetterInfo {
   time: Date;
 }
 
+/**
+ * The job subject a dead letter came from: its own DLQ subject (dlq.jobs.<task>) mapped back, which
+ * only the stream decides. Its Dlq-Subject header is anyone's to write who may publish to the DLQ.
+ */
+const jobSubject = (m: StoredMsg) => `${SUBJECT_PREFIX}${m.subject.slice(DLQ_PREFIX.length)}`;
+
 function describe(m: StoredMsg): DeadLetterInfo {
   let id: string | undefined;
   try {
@@ -39,7 +45,7 @@ function describe(m: StoredMsg): DeadLetterInfo {
   return {
     seq: m.seq,
     id,
-    subject: h.get(DlqHeaders.Subject) || m.subject,
+    subject: jobSubject(m),
     reason: h.get(DlqHeaders.Reason),
     deliveries: Number(h.get(DlqHeaders.Deliveries) || 0),
     by: h.get(DlqHeaders.By),
@@ -96,6 +102,11 @@ export async function requeue(
 ): Promise<Requeued> {
   const m = await stored(jsm, seq);
   const { subject, id } = describe(m);
+  const named = m.header.get(DlqHeaders.Subject);
+  if (!m.subject.startsWith(`${DLQ_PREFIX}.`) || (named && named !== subject))
+    throw new UserError(
+      `dead letter ${seq} names Dlq-Subject ${JSON.stringify(named)}, not its own ${subject}: not requeued (see: dlq show ${seq})`,
+    );
   // The job's own headers go back with it; the DLQ's notes and the original publish's Nats-* do not.
   const h = headers();
   for (const [key, values] of m.header) {

@@ -7,10 +7,10 @@
 
 import { jetstreamManager } from "@nats-io/jetstream";
 import { delay, type NatsConnection } from "@nats-io/transport-node";
-import { connectFromEnv, demoOptions, type Logger, logSummary, replicas, runMain, storedMessages } from "@repo/kit";
+import { connectFromEnv, demoOptions, isNotFound, type Logger, logSummary, replicas, runMain, storedMessages } from "@repo/kit";
 import { startDeadLetterMover } from "./dead-letter.js";
 import { encodeJob, type Outgoing, publishJobs } from "./producer.js";
-import { DLQ_STREAM, type RetryPolicy, STREAM, setup } from "./setup.js";
+import { CONSUMER, DLQ_STREAM, type RetryPolicy, STREAM, setup } from "./setup.js";
 import { type Handler, type Outcome, startWorker, type Worker } from "./worker.js";
 
 const usage = `usage: pnpm run pattern work-queue [--jobs N] [--workers N] [--json]
@@ -33,7 +33,13 @@ runMain("work-queue", async (signal, log) => {
   const jsm = await jetstreamManager(nc);
   log.info(
     { server: nc.info?.version, replicas: replicas() },
-    `connected; creating stream ${STREAM}, dead-letter stream ${DLQ_STREAM}, consumer "workers"`,
+    `connected; creating stream ${STREAM}, dead-letter stream ${DLQ_STREAM}, consumer "${CONSUMER}"`,
+  );
+  // The consumer gets the demo's short waits. Made here, it goes again at the end (its jobs stay in
+  // the stream for the next consumer): a service started later sets up its own production policy.
+  const madeHere = await jsm.consumers.info(STREAM, CONSUMER).then(
+    () => false,
+    (err: unknown) => (isNotFound(err) ? true : Promise.reject(err)),
   );
   await setup(jsm, demoRetry);
 
@@ -102,6 +108,10 @@ runMain("work-queue", async (signal, log) => {
   await Promise.all(connections.map((c) => (c.isClosed() ? undefined : c.drain())));
   const queued = new Set((await storedMessages(jsm, STREAM)).map((m) => m.header.get("Nats-Msg-Id")));
   const inDlq = (await jsm.streams.info(DLQ_STREAM)).state.messages;
+  if (madeHere) {
+    await jsm.consumers.delete(STREAM, CONSUMER);
+    log.info(`removed the demo's consumer "${CONSUMER}" (its waits are the demo's); jobs left stay in ${STREAM}`);
+  }
   await nc.drain();
 
   const runs = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0) - m.size;

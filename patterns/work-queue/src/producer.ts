@@ -1,9 +1,9 @@
 // Publishes jobs to the JOBS stream. Each job's id is its Nats-Msg-Id, so a retried publish of the
 // same job within the stream's duplicate_window is stored once.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { connectFromEnv, intOption, isEntry, type PublishResult, publishBatch, runMain, type Tally } from "@repo/kit";
+import { connectFromEnv, intOption, isEntry, type PublishResult, publishBatch, runMain, type Tally, UserError } from "@repo/kit";
 import { STREAM, SUBJECT_PREFIX } from "./setup.js";
-import type { Job } from "./worker.js";
+import { badJob, type Job } from "./worker.js";
 
 export interface Outgoing {
   /** The msg id: the job's id for well-formed jobs. */
@@ -14,7 +14,10 @@ export interface Outgoing {
 
 const enc = new TextEncoder();
 
+/** The message for a job; a job id that cannot be a KV key or a task that is not a subject token is refused (UserError). */
 export function encodeJob(job: Job): Outgoing {
+  const bad = badJob(job);
+  if (bad) throw new UserError(bad);
   return { id: job.id, subject: `${SUBJECT_PREFIX}.${job.task}`, data: enc.encode(JSON.stringify(job)) };
 }
 

@@ -18,7 +18,7 @@ export const STATUS_BUCKET = "job_status";
 export type JobStatus =
   | { state: "queued"; at: number }
   | { state: "running"; at: number; worker: string; delivery: number; progress?: number }
-  | { state: "done"; at: number; result?: unknown }
+  | { state: "done"; at: number; result?: unknown /** Why the result could not be kept (not JSON, too large). */; resultError?: string }
   | { state: "dead_lettered"; at: number; reason: string };
 
 export type FinalStatus = Extract<JobStatus, { state: "done" | "dead_lettered" }>;

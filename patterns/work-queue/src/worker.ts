@@ -3,11 +3,20 @@
 // delivery -> DLQ. Malformed payload -> DLQ at once (retrying cannot fix it).
 import { jetstream } from "@nats-io/jetstream";
 import { delay, type NatsConnection } from "@nats-io/transport-node";
-import { explain, jsonObject, type Logger, MalformedPayload, pullRefusals, versionAtLeast } from "@repo/kit";
+import {
+  type Delivery,
+  explain,
+  jsonObject,
+  type Logger,
+  MalformedPayload,
+  messageOf,
+  pullRefusals,
+  startPulling,
+  terminate,
+} from "@repo/kit";
 import { deadLetter } from "./dead-letter.js";
-import { type Delivery, startPulling } from "./pull.js";
-import { ackWaits, CONSUMER, defaultRetry, type RetryPolicy, STREAM } from "./setup.js";
-import { advance, isFinal, type StatusStore } from "./status.js";
+import { ackWait, CONSUMER, defaultRetry, type RetryPolicy, STREAM } from "./setup.js";
+import { advance, getStatus, isFinal, type JobStatus, type StatusStore } from "./status.js";
 
 export interface Job {
   id: string;
@@ -15,10 +24,26 @@ export interface Job {
   input?: unknown;
 }
 
+// A job's id is its Nats-Msg-Id and, with job status, its KV key (the KV's key rule); its task is
+// the last tokens of its subject (jobs.<task>).
+const KEY = /^[-/=.\w]+$/;
+const TASK = /^[-\w]+(\.[-\w]+)*$/;
+
+/** Why a job's id or task cannot be used, or undefined when both can. */
+export function badJob(job: { id: string; task: string }): string | undefined {
+  if (!KEY.test(job.id) || job.id.startsWith(".") || job.id.endsWith(".") || job.id.includes(".."))
+    return `job id ${JSON.stringify(job.id)} cannot be a status key: use letters, digits and - _ = / . (not first, last or twice in a row)`;
+  if (!TASK.test(job.task))
+    return `job task ${JSON.stringify(job.task)} is not a subject token: use letters, digits, - and _, dot-separated`;
+  return undefined;
+}
+
 /** A job from its payload, checked: a malformed one (MalformedPayload) goes to the DLQ at once. */
 export function parseJob(data: Uint8Array): Job {
   const job = jsonObject(data);
   if (typeof job.id !== "string" || typeof job.task !== "string") throw new MalformedPayload('expected {"id": string, "task": string}');
+  const bad = badJob({ id: job.id, task: job.task });
+  if (bad) throw new MalformedPayload(bad);
   return { id: job.id, task: job.task, input: job.input };
 }
 
@@ -106,8 +131,6 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   const js = jetstream(nc);
   const consumer = await js.consumers.get(STREAM, CONSUMER);
   const refusals = await pullRefusals(nc, consumer);
-  // "+TERM <reason>" is understood from 2.10.4; older servers want a bare +TERM.
-  const termWithReason = versionAtLeast(nc.info?.version, "2.10.4");
   const backoff = (delivery: number) => retry.backoffMs[Math.min(delivery, retry.backoffMs.length) - 1] ?? 1_000;
   let stopping = false;
   // Jobs being handled, and since when: a slot each (slots are reused, so a job costs no map entry).
@@ -116,7 +139,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   const inHand: (Delivery | undefined)[] = [];
   const since: number[] = [];
   const freeSlots: number[] = [];
-  const beatEvery = Math.max(100, Math.min(...ackWaits(retry)) / 3);
+  const beatEvery = Math.max(100, ackWait(retry) / 3);
   const heartbeat = setInterval(() => {
     const before = Date.now() - beatEvery;
     for (let i = 0; i < inHand.length; i++) if (inHand[i] && since[i]! <= before) inHand[i]!.working();
@@ -144,10 +167,53 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
       await advance(opts.status, job.id, { state: "dead_lettered", at: Date.now(), reason }).catch((err: unknown) =>
         log.warn({ id: job.id, err: String(err) }, "dead-lettered, but its status could not be recorded"),
       );
-    if (termWithReason) m.term(reason.slice(0, 200));
-    else m.term();
+    terminate(m, reason, nc.info?.version);
     log.warn({ worker: name, seq: m.seq, id: job?.id, reason }, "dead-lettered");
     opts.onOutcome?.({ kind: "dead_lettered", job, ctx, reason });
+  };
+
+  // A result that is not JSON, or too large for a message, is not kept: done without it, saying why.
+  const room = Math.max(0, (nc.info?.max_payload ?? 1_048_576) - 4_096); // headers (a TTL) and the status around it
+  const doneStatus = (result: unknown): JobStatus => {
+    const done = { state: "done" as const, at: Date.now(), result };
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(done);
+    } catch (err) {
+      return { state: "done", at: done.at, resultError: `result not kept: ${messageOf(err)}` };
+    }
+    if (Buffer.byteLength(json ?? "") > room)
+      return { state: "done", at: done.at, resultError: `result not kept: larger than a message can be (${room} bytes)` };
+    return done;
+  };
+  // The job succeeded: recording that is not part of it, so a status that cannot be written never
+  // makes the handler run again nor sends the job to the DLQ. A write that fails for a passing reason
+  // (a timeout, a leader election) is tried again for a while; the job stays in hand meanwhile (its
+  // heartbeat goes on), so it is not handed to another worker.
+  const recordDone = async (status: StatusStore, id: string, result: unknown) => {
+    const done = doneStatus(result);
+    for (let tries = 1; ; tries++) {
+      try {
+        await advance(status, id, done);
+        return;
+      } catch (err) {
+        if (tries >= 5 || nc.isClosed()) {
+          // Last, done without the result (the bucket may take less than a message: max_value_size).
+          const without: JobStatus = { state: "done", at: Date.now(), resultError: `result not kept: ${messageOf(err)}` };
+          if (done.state === "done" && "result" in done && done.result !== undefined && !nc.isClosed())
+            if (
+              await advance(status, id, without).then(
+                () => true,
+                () => false,
+              )
+            )
+              return;
+          log.warn({ worker: name, id, err: messageOf(err) }, "done, but its status could not be recorded");
+          return;
+        }
+        await delay(200 * tries);
+      }
+    }
   };
 
   const handle = async (m: Delivery) => {
@@ -155,11 +221,17 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
     const ctx = new Context(m, name, opts.status);
     if (ctx.delivery > retry.maxDeliver) {
       // A grace delivery: the handler had its tries and the last one never answered (the worker died,
-      // hung, or could not reach the DLQ). Do not run it again: dead-letter it.
+      // hung, or could not reach the DLQ, or its ack was lost). Do not run it again.
       try {
         ctx.job = parseJob(m.data);
       } catch {
         // malformed as well: the reason below still says what happened
+      }
+      // With job status, "done" is the ack that was lost: the job succeeded, it is not a dead letter.
+      if (opts.status && ctx.job && (await getStatus(opts.status, ctx.job.id))?.state === "done") {
+        log.info({ worker: name, id: ctx.job.id, delivery: ctx.delivery }, "done on its last try, its ack lost: acked now");
+        m.ack();
+        return;
       }
       return toDlq(ctx, `no ack after ${retry.maxDeliver} deliveries (a worker died or timed out)`);
     }
@@ -173,25 +245,28 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
     inHand[slot] = m;
     since[slot] = Date.now();
     try {
-      if (opts.status && isFinal(await advance(opts.status, job.id, ctx.running()))) {
-        // It ended already and this is a redelivery (its ack was lost): do not run it again.
-        log.info({ worker: name, id: job.id, delivery: ctx.delivery }, "already ended (status store): acked without running it again");
-        m.ack();
+      let result: unknown;
+      try {
+        if (opts.status && isFinal(await advance(opts.status, job.id, ctx.running()))) {
+          // It ended already and this is a redelivery (its ack was lost): do not run it again.
+          log.info({ worker: name, id: job.id, delivery: ctx.delivery }, "already ended (status store): acked without running it again");
+          m.ack();
+          return;
+        }
+        result = await handler(job, ctx);
+      } catch (err) {
+        if (nc.isClosed()) return; // we are going away: the server redelivers the job after ack_wait
+        const reason = err instanceof Error ? err.message : String(err);
+        if (ctx.delivery >= retry.maxDeliver) {
+          return toDlq(ctx, `failed on delivery ${ctx.delivery} of ${retry.maxDeliver}: ${reason}`);
+        }
+        const delayMs = backoff(ctx.delivery);
+        m.nak(delayMs);
+        log.info({ worker: name, id: job.id, delivery: ctx.delivery, retryInMs: delayMs, reason }, "failed, will retry");
+        opts.onOutcome?.({ kind: "retry", job, ctx, reason, delayMs });
         return;
       }
-      const result = await handler(job, ctx);
-      if (opts.status) await advance(opts.status, job.id, { state: "done", at: Date.now(), result });
-    } catch (err) {
-      if (nc.isClosed()) return; // we are going away: the server redelivers the job after ack_wait
-      const reason = err instanceof Error ? err.message : String(err);
-      if (ctx.delivery >= retry.maxDeliver) {
-        return toDlq(ctx, `failed on delivery ${ctx.delivery} of ${retry.maxDeliver}: ${reason}`);
-      }
-      const delayMs = backoff(ctx.delivery);
-      m.nak(delayMs);
-      log.info({ worker: name, id: job.id, delivery: ctx.delivery, retryInMs: delayMs, reason }, "failed, will retry");
-      opts.onOutcome?.({ kind: "retry", job, ctx, reason, delayMs });
-      return;
+      if (opts.status) await recordDone(opts.status, job.id, result);
     } finally {
       inHand[slot] = undefined;
       freeSlots.push(slot);
@@ -250,6 +325,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
         changed();
       }
     },
+    onStray: (subject) => log.warn({ worker: name, subject }, "a message on the pull inbox that is not a delivery of ours: ignored"),
     onStatus: (code, description) => log.debug({ worker: name, code, description }, "pulls ended by the server; pulling again"),
   });
   void nc.closed().then(changed); // a closed connection ends the loop below

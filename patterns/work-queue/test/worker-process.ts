@@ -4,7 +4,11 @@ import { pino } from "pino";
 import { startWorker } from "../src/worker.js";
 
 const nc = await connect({ servers: process.env.NATS_URL });
-const retry = { backoffMs: (process.env.BACKOFF_MS ?? "200").split(",").map(Number), maxDeliver: Number(process.env.MAX_DELIVER ?? 4) };
+const retry = {
+  backoffMs: (process.env.BACKOFF_MS ?? "200").split(",").map(Number),
+  maxDeliver: Number(process.env.MAX_DELIVER ?? 4),
+  ackWaitMs: Number(process.env.ACK_WAIT_MS ?? 200),
+};
 await startWorker({
   nc,
   name: "doomed",
