@@ -4,8 +4,8 @@
 // comes back after ack_wait, which at-least-once delivery already allows. confirmAcks waits for each.
 import { type JsMsg, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type Logger, serve } from "@repo/kit";
-import type { OrderEvent } from "./producer.js";
+import { type Logger, pull } from "@repo/kit";
+import { type OrderEvent, parseEvent } from "./producer.js";
 import { type Retention, streams } from "./setup.js";
 
 export interface Received {
@@ -30,18 +30,31 @@ export interface SubscriberOptions {
 export interface Subscriber {
   /** Stops pulling; events not yet acked are redelivered to this consumer when it comes back. */
   stop(): Promise<void>;
+  /** Why it stopped reading by itself, if it did (its /healthz then answers 503). */
+  readonly stopped: string | undefined;
 }
+
+/** The order an event is of (its key), or undefined for a malformed one (it holds nothing). */
+const orderOf = (m: JsMsg): string | undefined => {
+  try {
+    return parseEvent(m.data).orderId;
+  } catch {
+    return undefined;
+  }
+};
 
 export async function startSubscriber(opts: SubscriberOptions): Promise<Subscriber> {
   const js = jetstream(opts.nc);
   const consumer = await js.consumers.get(streams[opts.retention].name, opts.name);
-  const messages = await consumer.consume({ max_messages: 64 });
   const handle = async (m: JsMsg) => {
-    const event = m.json<OrderEvent>();
+    const event = parseEvent(m.data); // malformed: ended with its reason by the kit, never retried
     await opts.handler?.(event, m);
     if (opts.confirmAcks) await m.ackAck();
     else m.ack();
     opts.onEvent?.({ consumer: opts.name, event, subject: m.subject, seq: m.seq, redelivered: m.redelivered });
   };
-  return serve(messages, handle, { nc: opts.nc, log: opts.log, who: { consumer: opts.name } });
+  // A handler that throws gets its event again in 1 s (the kit's policy); the loop never stops for it,
+  // and the later events of that order are handed back behind it (keyOf), so each order's events are
+  // handled in order. Up to 256 events in hand (the consumer's max_ack_pending), each kept alive (working()) while it waits its turn.
+  return pull(consumer, handle, { nc: opts.nc, log: opts.log, who: { consumer: opts.name }, batch: 256, keyOf: orderOf });
 }

@@ -1,6 +1,6 @@
 // Publishes order events. The same event goes to both streams so the two retentions can be compared.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { connectFromEnv, intOption, isEntry, publishBatch, runMain } from "@repo/kit";
+import { connectFromEnv, intOption, isEntry, jsonObject, MalformedPayload, publishBatch, runMain } from "@repo/kit";
 import { type Retention, streams } from "./setup.js";
 
 export interface OrderEvent {
@@ -11,6 +11,15 @@ export interface OrderEvent {
 
 export const EVENT_TYPES: OrderEvent["type"][] = ["created", "paid", "shipped"];
 
+/** An event from its payload, checked: a malformed one is a MalformedPayload. */
+export function parseEvent(data: Uint8Array): OrderEvent {
+  const o = jsonObject(data);
+  const n = o.n;
+  if (typeof o.orderId !== "string" || !EVENT_TYPES.includes(o.type as OrderEvent["type"]) || !Number.isSafeInteger(n) || (n as number) < 0)
+    throw new MalformedPayload('expected {"orderId": string, "type": "created" | "paid" | "shipped", "n": a whole number >= 0}');
+  return { orderId: o.orderId, type: o.type as OrderEvent["type"], n: o.n as number };
+}
+
 /** `count` orders, each created -> paid -> shipped: 3 * count events, in publish order. */
 export function orderEvents(count: number, prefix = "o"): OrderEvent[] {
   let n = 0;
@@ -18,8 +27,9 @@ export function orderEvents(count: number, prefix = "o"): OrderEvent[] {
 }
 
 /**
- * Publishes to each retention's stream through the fast publisher (many in flight, in order; see
- * publisher.ts). Each event's id is its Nats-Msg-Id, so a resent publish is stored once.
+ * Publishes to each retention's stream through the fast publisher (many in flight, sent in order;
+ * see publisher.ts). Each event's id is its Nats-Msg-Id, so a resent publish is stored once, after
+ * those sent behind it.
  */
 export async function publishEvents(nc: NatsConnection, events: OrderEvent[], to: Retention[] = ["limits", "interest"]): Promise<void> {
   for (const r of to) {

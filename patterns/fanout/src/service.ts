@@ -7,7 +7,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { isEntry, runService, stopWithin, UserError } from "@repo/kit";
 import { startSubscriber } from "./consumer.js";
 import type { OrderEvent } from "./producer.js";
-import { addConsumer, type Retention, setup, streams } from "./setup.js";
+import { addConsumer, type Retention, setupStreams, streams } from "./setup.js";
 
 export const handleEvent = async (_event: OrderEvent): Promise<void> => {};
 
@@ -17,8 +17,8 @@ if (isEntry(import.meta.url)) {
     const retention = (process.env.RETENTION ?? "limits") as Retention;
     if (!(retention in streams)) throw new UserError(`RETENTION must be limits or interest, got "${retention}"`);
     const jsm = await jetstreamManager(nc);
-    await setup(jsm);
-    await addConsumer(jsm, retention, name);
+    await setupStreams(jsm);
+    await addConsumer(jsm, retention, name); // only its own: see setup.ts
     const sub = await startSubscriber({
       nc,
       retention,
@@ -29,7 +29,10 @@ if (isEntry(import.meta.url)) {
     });
     return {
       stop: (deadlineMs) => stopWithin(sub.stop(), deadlineMs, log),
-      health: async () => ({ consumer: name, pending: (await jsm.consumers.info(streams[retention].name, name)).num_pending }),
+      health: async () => {
+        if (sub.stopped) throw new Error(sub.stopped);
+        return { consumer: name, pending: (await jsm.consumers.info(streams[retention].name, name)).num_pending };
+      },
     };
   });
 }

@@ -40,11 +40,20 @@ export async function addConsumer(jsm: JetStreamManager, retention: Retention, n
   await ensureConsumer(jsm, streams[retention].name, consumerConfig(name));
 }
 
-/** Creates both streams and their consumers, or checks that existing streams fit. Idempotent. */
-export async function setup(jsm: JetStreamManager): Promise<void> {
+/** Creates both streams (the producer publishes to each), or checks that existing ones fit. Idempotent. */
+export async function setupStreams(jsm: JetStreamManager): Promise<void> {
   for (const retention of ["limits", "interest"] as const) {
     const { prefix: _, ...spec } = streams[retention];
     await ensureStream(jsm, spec);
-    for (const name of CONSUMERS) await addConsumer(jsm, retention, name);
   }
+}
+
+/**
+ * The demo's topology: both streams and the three consumers on each. A deployed service creates only
+ * its own consumer (setupStreams, then addConsumer): on Interest retention every consumer that
+ * exists holds every event until it acks, so one nobody reads keeps them for ever.
+ */
+export async function setup(jsm: JetStreamManager): Promise<void> {
+  await setupStreams(jsm);
+  for (const retention of ["limits", "interest"] as const) for (const name of CONSUMERS) await addConsumer(jsm, retention, name);
 }

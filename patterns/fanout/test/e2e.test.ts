@@ -1,10 +1,11 @@
+import { spawn } from "node:child_process";
 import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
+import { freePort, type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { type Received, type Subscriber, startSubscriber } from "../src/consumer.js";
-import { orderEvents, publishEvents } from "../src/producer.js";
+import { type OrderEvent, orderEvents, publishEvents } from "../src/producer.js";
 import { addConsumer, CONSUMERS, type Retention, setup, streams } from "../src/setup.js";
 
 const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
@@ -121,5 +122,102 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
     await waitFor("analytics caught up", () => c.by("analytics").length === first.length + second.length);
     expect(c.by("analytics").map((r) => r.event.n)).toEqual([...first, ...second].map((e) => e.n));
     await waitFor("the interest stream drained", async () => (await stored("interest")) === 0);
+  });
+
+  it("ends a malformed event with a reason and retries a failed one, never stopping: every good event is handled", async () => {
+    const c = collect();
+    let failedOnce = false;
+    const handler = async (e: OrderEvent) => {
+      if (e.orderId === "o-1" && !failedOnce) {
+        failedOnce = true;
+        throw new Error("billing system busy");
+      }
+    };
+    subs.push(await startSubscriber({ nc, retention: "limits", name: "billing", log, onEvent: c.onEvent, handler }));
+    const js = jetstream(nc);
+    await js.publish("limits.orders.created", "{not json");
+    await js.publish("limits.orders.created", JSON.stringify({ orderId: 7 }));
+    const events = orderEvents(3);
+    await publishEvents(nc, events, ["limits"]);
+    await waitFor("every good event handled", () => c.by("billing").length === events.length, { timeoutMs: 15_000 });
+    expect(failedOnce).toBe(true);
+    expect(new Set(c.by("billing").map((r) => r.event.n))).toEqual(new Set(events.map((e) => e.n)));
+    // The two malformed ones were ended, not left to come back: nothing is pending or in flight.
+    await waitFor("nothing pending", async () => {
+      const ci = await jsm.consumers.info(streams.limits.name, "billing");
+      return ci.num_pending === 0 && ci.num_ack_pending === 0;
+    });
+  });
+
+  it("never lets a later event of an order overtake one of that order whose handler failed", async () => {
+    const c = collect();
+    let failedOnce = false;
+    const handler = async (e: OrderEvent) => {
+      if (e.orderId === "o-1" && e.type === "paid" && !failedOnce) {
+        failedOnce = true;
+        throw new Error("billing system busy");
+      }
+    };
+    subs.push(await startSubscriber({ nc, retention: "limits", name: "billing", log, onEvent: c.onEvent, handler }));
+    const events = orderEvents(3);
+    await publishEvents(nc, events, ["limits"]);
+    await waitFor("every event handled", () => c.by("billing").length === events.length, { timeoutMs: 15_000 });
+    expect(failedOnce).toBe(true);
+    for (const order of ["o-0", "o-1", "o-2"])
+      expect(
+        c
+          .by("billing")
+          .filter((r) => r.event.orderId === order)
+          .map((r) => r.event.type),
+        order,
+      ).toEqual(["created", "paid", "shipped"]);
+  });
+
+  it("answers /healthz 200 while it reads its consumer, and 503 with why once the consumer is gone", async () => {
+    const port = await freePort();
+    const child = spawn(process.execPath, ["--import", "tsx", "src/service.ts"], {
+      env: { ...process.env, NATS_URL: server.url, LOG_FORMAT: "json", SERVICE_NAME: "audit", HEALTH_PORT: String(port) },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout.on("data", (d) => (output += d));
+    child.stderr.on("data", (d) => (output += d));
+    const exited = new Promise<number | null>((r) => child.once("exit", r));
+    const health = async () => {
+      const r = await fetch(`http://127.0.0.1:${port}/healthz`);
+      return { status: r.status, body: (await r.json()) as { ok: boolean; error?: string } };
+    };
+    try {
+      await waitFor("the service is serving", () => output.includes('"msg":"serving"'), { timeoutMs: 20_000, detail: () => output });
+      expect(await health()).toMatchObject({ status: 200, body: { ok: true } });
+      await jsm.consumers.delete(streams.limits.name, "audit");
+      const down = await health();
+      expect(down.status).toBe(503);
+      expect(down.body.error).toMatch(/consumer not found/i);
+    } finally {
+      child.kill("SIGTERM");
+      expect(await exited).toBe(0);
+    }
+  });
+
+  it("a deployed service creates only its own consumer: no unread consumer keeps Interest events for ever", async () => {
+    for (const r of ["limits", "interest"] as const) await jsm.streams.delete(streams[r].name);
+    const child = spawn(process.execPath, ["--import", "tsx", "src/service.ts"], {
+      env: { ...process.env, NATS_URL: server.url, LOG_FORMAT: "json", SERVICE_NAME: "billing", RETENTION: "interest" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout.on("data", (d) => (output += d));
+    child.stderr.on("data", (d) => (output += d));
+    const exited = new Promise<number | null>((r) => child.once("exit", r));
+    try {
+      await waitFor("the service is serving", () => output.includes('"msg":"serving"'), { timeoutMs: 20_000, detail: () => output });
+      const names = async (r: Retention) => (await jsm.consumers.list(streams[r].name).next()).map((c) => c.name).sort();
+      expect(await names("interest")).toEqual(["billing"]);
+      expect(await names("limits")).toEqual([]);
+    } finally {
+      child.kill("SIGTERM");
+      expect(await exited).toBe(0);
+    }
   });
 });
