@@ -7,9 +7,11 @@
 //
 // Outside NATS: the external system must take the command id as its idempotency key (a unique key in
 // a database, an Idempotency-Key header): that key, not NATS, is what makes a repeat harmless. A KV
-// record tracks the command's state, claimed -> applied: a repeat of an applied command is acked
-// without calling the external system; a crash between claim and apply leaves it claimed, and the
-// next delivery calls the external system again with the same key, which applies it at most once.
+// record keeps the command's end: "applied" (a repeat is acked without calling the external system
+// again) or "refused: <why>" (the external system said no for good: it is not asked again). No record
+// means not known to be applied: the next delivery calls the external system with the same key, which
+// applies it at most once. The record excludes nothing: two deliveries running at once (a late ack)
+// both call it, and the key is what keeps that to one charge.
 import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { JetStreamClient } from "@nats-io/jetstream";
@@ -35,7 +37,10 @@ export async function postToLedger(js: JetStreamClient, c: Charge): Promise<Appl
   }
 }
 
-/** The external system: applies a charge at most once per id (its idempotency key). */
+/** The external system refused the charge for good (a closed account, a declined card): trying again cannot help. */
+export class ChargeRefused extends Error {}
+
+/** The external system: applies a charge at most once per id (its idempotency key); throws ChargeRefused for a final no. */
 export interface Bank {
   charge(c: Charge): Promise<Applied>;
   /** Ids charged so far. */
@@ -62,16 +67,21 @@ export function directoryBank(dir: string): Bank {
   };
 }
 
-export const CLAIMED = "claimed";
 export const APPLIED = "applied";
+const REFUSED = "refused: ";
 
+/** Charges at the bank unless the record says it ended: "applied", or ChargeRefused again for one refused before. */
 export async function chargeOutside(states: KV, bank: Bank, c: Charge): Promise<Applied> {
-  const state = await states.get(c.id);
-  if (state?.operation === "PUT" && state.string() === APPLIED) return "already"; // no call to the bank
-  // Claim it (create fails if the key exists). A claim that exists was left by a delivery that died
-  // or is still running (a late ack): the bank's key makes calling it again harmless.
-  if (!state) await states.create(c.id, CLAIMED).catch(() => undefined);
-  const result = await bank.charge(c);
+  const state = (await states.get(c.id))?.string();
+  if (state === APPLIED) return "already"; // no call to the bank
+  if (state?.startsWith(REFUSED)) throw new ChargeRefused(state.slice(REFUSED.length));
+  let result: Applied;
+  try {
+    result = await bank.charge(c);
+  } catch (err) {
+    if (err instanceof ChargeRefused) await states.put(c.id, `${REFUSED}${err.message}`);
+    throw err;
+  }
   await states.put(c.id, APPLIED);
   return result;
 }

@@ -1,7 +1,8 @@
 // The demo `pnpm run pattern exactly-once` runs: charge commands published twice each (a producer
 // retrying), two appliers, one whose connection dies after applying a charge but before its ack, one
 // that acks a charge only after ack_wait ran out (so it is delivered again meanwhile), then it counts
-// the effects: every charge in the ledger once and charged at the bank once, however often delivered.
+// the effects: every charge in the ledger once and charged at the bank once, however often delivered;
+// one charge the bank refuses for good (a closed account) ends with neither effect and is not retried.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,7 +10,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { delay, type NatsConnection } from "@nats-io/transport-node";
 import { connectFromEnv, demoOptions, logSummary, runMain } from "@repo/kit";
 import { type Outcome, startApplier } from "./applier.js";
-import { directoryBank } from "./effects.js";
+import { type Bank, ChargeRefused, directoryBank } from "./effects.js";
 import { charges, publishCharges } from "./producer.js";
 import { COMMANDS, LEDGER, setup } from "./setup.js";
 
@@ -25,7 +26,7 @@ runMain("exactly-once", async (signal, log) => {
   const jsm = await jetstreamManager(nc);
   const states = await setup(jsm, nc, { ackWaitMs });
   const bankDir = mkdtempSync(join(tmpdir(), "exactly-once-bank-"));
-  const bank = directoryBank(bankDir);
+  const keyed = directoryBank(bankDir);
   log.info(
     { server: nc.info?.version, bank: bankDir },
     `streams ${COMMANDS} (commands) and ${LEDGER} (effects), bucket charge_states; the "bank" is a directory with a unique key per charge`,
@@ -35,6 +36,14 @@ runMain("exactly-once", async (signal, log) => {
   const all = charges(options.charges, `ch-${run}`);
   const lostAck = all[7 % all.length]!.id;
   const lateAck = all[13 % all.length]!.id;
+  const closed = all.length > 1 ? all[all.length - 1]!.id : undefined; // its account is closed: the bank says no
+  const bank: Bank = {
+    charge: async (c) => {
+      if (c.id === closed) throw new ChargeRefused("account closed");
+      return keyed.charge(c);
+    },
+    charged: keyed.charged,
+  };
   const outcomes: Outcome[] = [];
   const staged = new Set<string>(); // each mishap happens once, to whichever applier gets the charge first
   const once = (id: string) => !staged.has(id) && Boolean(staged.add(id));
@@ -81,7 +90,10 @@ runMain("exactly-once", async (signal, log) => {
   const left = (await jsm.streams.info(COMMANDS)).state.messages;
   await nc.drain();
   rmSync(bankDir, { recursive: true, force: true });
-  const missing = ids.filter((id) => !entries.has(id) || !charged.has(id)).length;
+  const refused = new Set(outcomes.filter((o) => o.bank === "refused").map((o) => o.charge.id));
+  // A charge the bank refused must have neither effect; every other one both.
+  const missing = ids.filter((id) => !refused.has(id) && (!entries.has(id) || !charged.has(id))).length;
+  const refusedWithEffect = [...refused].filter((id) => entries.has(id) || charged.has(id)).length;
   const ledgerTwice = ledger.messages - (ledger.num_subjects ?? entries.size);
   const summary = {
     charges: ids.length,
@@ -90,6 +102,8 @@ runMain("exactly-once", async (signal, log) => {
     ledger_entries: ledger.messages,
     bank_charges: charged.size,
     effects_skipped: outcomes.filter((o) => o.ledger === "already" || o.bank === "already").length,
+    refused: refused.size, // ended by the bank's final no: terminated, neither effect applied
+    refused_with_effect: refusedWithEffect,
     applied_twice: ledgerTwice,
     lost: missing, // a charge with an effect missing
     left_in_queue: left,
@@ -97,7 +111,7 @@ runMain("exactly-once", async (signal, log) => {
   logSummary(
     log,
     summary,
-    `summary: charges=${ids.length} deliveries=${outcomes.length} ledger_entries=${ledger.messages} bank_charges=${charged.size} applied_twice=${ledgerTwice} lost=${missing}`,
+    `summary: charges=${ids.length} deliveries=${outcomes.length} ledger_entries=${ledger.messages} bank_charges=${charged.size} refused=${refused.size} applied_twice=${ledgerTwice} lost=${missing}`,
   );
-  if (missing > 0 || ledgerTwice > 0 || charged.size !== ids.length) process.exitCode = 1;
+  if (missing > 0 || ledgerTwice > 0 || refusedWithEffect > 0 || charged.size !== ids.length - refused.size) process.exitCode = 1;
 });

@@ -14,12 +14,14 @@ export interface Charge {
 }
 
 const ID = /^[A-Za-z0-9_-]{1,64}$/;
+/** A whole number of cents, more than none, that a JSON number holds exactly. */
+const isCents = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) > 0;
 
 /** A charge from its payload, checked: an id that can name a subject and a KV key, an account, an amount. */
 export function parseCharge(data: Uint8Array): Charge {
   const c = jsonObject(data);
-  if (typeof c.id !== "string" || !ID.test(c.id) || typeof c.account !== "string" || !Number.isInteger(c.amount)) {
-    throw new MalformedPayload('expected {"id": [A-Za-z0-9_-]{1,64}, "account": string, "amount": integer}');
+  if (typeof c.id !== "string" || !ID.test(c.id) || typeof c.account !== "string" || !isCents(c.amount)) {
+    throw new MalformedPayload('expected {"id": [A-Za-z0-9_-]{1,64}, "account": string, "amount": a whole number of cents > 0}');
   }
   return { id: c.id, account: c.account, amount: c.amount as number };
 }

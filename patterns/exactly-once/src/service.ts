@@ -19,11 +19,18 @@ if (isEntry(import.meta.url)) {
       states,
       bank: directoryBank(process.env.BANK_DIR ?? "bank"),
       log,
-      onOutcome: (o) => log.info({ id: o.charge.id, ledger: o.ledger, bank: o.bank, delivery: o.delivery }, "applied"),
+      onOutcome: (o) =>
+        log.info(
+          { id: o.charge.id, ledger: o.ledger, bank: o.bank, reason: o.reason, delivery: o.delivery },
+          o.reason ? "refused" : "applied",
+        ),
     });
     return {
       stop: (deadlineMs) => stopWithin(applier.stop(), deadlineMs, log),
-      health: async () => ({ pending: (await jsm.consumers.info(COMMANDS, CONSUMER)).num_pending }),
+      health: async () => {
+        if (applier.stopped) throw new Error(applier.stopped); // the loop ended by itself: 503
+        return { pending: (await jsm.consumers.info(COMMANDS, CONSUMER)).num_pending };
+      },
     };
   });
 }

@@ -2,7 +2,7 @@
 // - CHARGES: the commands ("charge account A amount N"), a work queue; each command's id is its msg id.
 // - LEDGER: the effect inside NATS, one entry per command on its own subject, kept (Limits), so the
 //   subject itself says "applied" for as long as the entry is kept, with no time window.
-// - charge_states: a KV bucket with each command's state outside NATS (claimed -> applied).
+// - charge_states: a KV bucket with each command's end outside NATS (applied, or refused: why).
 import { AckPolicy, type ConsumerConfig, type JetStreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import { type NatsConnection, nanos } from "@nats-io/transport-node";
@@ -39,10 +39,16 @@ export const ledgerStream = (t: Timings): StreamSpec => ({
   duplicate_window: nanos(t.windowMs),
 });
 
+/** Deliveries after which each further try of a command is logged as an error (about 7 minutes in). */
+export const LOUD_AFTER = 20;
+
 export const applierConsumer = (t: Timings): Partial<ConsumerConfig> => ({
   durable_name: CONSUMER,
   ack_policy: AckPolicy.Explicit, // acked only after both effects are applied
   ack_wait: nanos(t.ackWaitMs), // then the command is delivered again: the effects must be idempotent
+  // Unlimited: a command is ended only by the applier (applied, or refused by the bank). With a limit,
+  // the last delivery dying unanswered would leave the command in the stream, never delivered again.
+  max_deliver: -1,
   max_ack_pending: 256,
 });
 
@@ -51,7 +57,7 @@ export async function setup(jsm: JetStreamManager, nc: NatsConnection, timings: 
   const t = { ...defaultTimings, ...timings };
   await ensureStream(jsm, commandsStream(t));
   await ensureStream(jsm, ledgerStream(t));
-  await ensureConsumer(jsm, COMMANDS, applierConsumer(t));
+  await ensureConsumer(jsm, COMMANDS, applierConsumer(t), ["ack_policy", "max_deliver"]);
   // history 1: only the current state matters. File storage: states survive restarts.
   return placed(() => new Kvm(nc).create(STATES_BUCKET, { history: 1, storage: StorageType.File, replicas: replicas() }));
 }

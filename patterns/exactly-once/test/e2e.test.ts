@@ -11,7 +11,7 @@ import { ApiCodes, apiCode, publishBatch, type Serving, versionAtLeast } from "@
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { type ApplierOptions, type Outcome, startApplier } from "../src/applier.js";
-import { type Bank, directoryBank } from "../src/effects.js";
+import { type Bank, ChargeRefused, directoryBank } from "../src/effects.js";
 import { type Charge, charges, encodeCharge, publishCharges } from "../src/producer.js";
 import { COMMANDS, CONSUMER, LEDGER, STATES_BUCKET, setup, type Timings } from "../src/setup.js";
 
@@ -146,7 +146,9 @@ describe(`exactly-once on nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
       beforeAck: async (c) => {
         if (c.id !== slow || slept) return;
         slept = true;
-        await sleep(2_000); // ack_wait is 1s: the server hands the charge to another applier meanwhile
+        // A handler busy on the CPU (or a long GC pause) for 2 s: the process sends nothing meanwhile,
+        // not even the loop's working(), and ack_wait is 1 s: the server hands the charge to another applier.
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2_000);
       },
     });
     await applier("fast");
@@ -205,6 +207,49 @@ describe(`exactly-once on nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
       // sequence) can stay in the WorkQueue stream; they are never delivered again. Seen on every run here.
       expect(await commandsLeft()).toBeLessThanOrEqual(list.length);
     }
+  });
+
+  it("ends a charge the bank refuses for good: terminated, neither effect applied, its state says why, never redelivered", async () => {
+    const list = charges(5, "mixed");
+    const refused = list[2]!;
+    const refusing: Bank = {
+      charge: async (c) => {
+        if (c.id === refused.id) throw new ChargeRefused("account closed");
+        return bank.charge(c);
+      },
+      charged: () => bank.charged(),
+    };
+    await publishCharges(nc, list);
+    await applier("a", { bank: refusing });
+    const rest = list.filter((c) => c !== refused);
+    await allApplied(list);
+    await sleep(1_500); // a redelivery (ack_wait is 1 s here, a nak 0.5 s) would show up now
+    expect(deliveriesOf(refused.id)).toMatchObject([{ bank: "refused", ledger: "skipped", reason: "account closed" }]);
+    expect((await states.get(refused.id))?.string()).toBe("refused: account closed");
+    await expectEffectsExactlyOnce(rest); // the ledger and the bank hold only the other four
+  });
+
+  it("never ends a charge the bank applied while its ledger entry is not, however many deliveries it takes", async () => {
+    const [c] = charges(1, "ok");
+    await publishCharges(nc, [c!]);
+    // Twenty deliveries (the old max_deliver) used up at once: a raw puller nak's each.
+    const consumer = await jetstream(nc).consumers.get(COMMANDS, CONSUMER);
+    for (let i = 0; i < 19; i++) {
+      const m = await consumer.next({ expires: 2_000 });
+      expect(m?.info.deliveryCount).toBe(i + 1);
+      m!.nak();
+    }
+    // The ledger refuses for now (no stream takes its subject: "no responders"), the bank takes it.
+    const ledger = (await jsm.streams.info(LEDGER)).config;
+    await jsm.streams.update(LEDGER, { ...ledger, subjects: ["charges.elsewhere.*"] });
+    await applier("a", { retryMaxMs: 500 });
+    await waitFor("the bank charged it", () => bank.charged().includes(c!.id));
+    await sleep(1_500); // deliveries 20, 21 and more, each nak'ed
+    await jsm.streams.update(LEDGER, ledger);
+    await allApplied([c!]);
+    expect(deliveriesOf(c!.id)).toMatchObject([{ ledger: "applied", bank: "already", acked: true }]);
+    expect(deliveriesOf(c!.id)[0]!.delivery).toBeGreaterThan(20);
+    await expectEffectsExactlyOnce([c!]);
   });
 
   it("terminates a malformed command without applying it, and applies the rest", async () => {
