@@ -22,6 +22,23 @@ export interface Account {
 
 export const empty: Account = { open: false, balance: 0, version: 0 };
 
+/** An amount of money: a whole number of cents, more than none, that a JSON number holds exactly. */
+export const isAmount = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) > 0;
+
+/** A state as fold() makes it (what a snapshot must hold). */
+export function isAccount(a: unknown): a is Account {
+  const s = a as Account;
+  return (
+    typeof s === "object" &&
+    s !== null &&
+    typeof s.open === "boolean" &&
+    Number.isSafeInteger(s.balance) &&
+    s.balance >= 0 &&
+    Number.isSafeInteger(s.version) &&
+    s.version >= 0
+  );
+}
+
 export function fold(state: Account, e: AccountEvent, seq: number): Account {
   switch (e.type) {
     case "opened":
@@ -38,9 +55,15 @@ export function fold(state: Account, e: AccountEvent, seq: number): Account {
 export function decide(state: Account, c: Command): AccountEvent[] | { rejected: string } {
   if (c.kind === "open") return state.open ? { rejected: "already open" } : [{ type: "opened", owner: c.owner }];
   if (!state.open) return { rejected: "no such account" };
-  if (!Number.isInteger(c.amount) || c.amount <= 0) return { rejected: "amount must be a positive integer" };
-  if (c.kind === "deposit") return [{ type: "deposited", amount: c.amount }];
+  if (!Number.isSafeInteger(state.balance) || state.balance < 0)
+    return { rejected: `the account's balance (${state.balance}) is not one it can decide on` };
+  if (!isAmount(c.amount)) return { rejected: "amount must be a whole number of cents > 0" };
+  if (c.kind === "deposit") {
+    if (!Number.isSafeInteger(state.balance + c.amount)) return { rejected: "the balance would be too large to hold exactly" };
+    return [{ type: "deposited", amount: c.amount }];
+  }
   const fee = c.fee ?? 0;
+  if (fee !== 0 && !isAmount(fee)) return { rejected: "a fee must be a whole number of cents > 0" };
   if (state.balance < c.amount + fee) return { rejected: `insufficient funds: balance ${state.balance}, needs ${c.amount + fee}` };
   return fee > 0
     ? [

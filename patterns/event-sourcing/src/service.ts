@@ -22,7 +22,10 @@ if (isEntry(import.meta.url)) {
     });
     return {
       stop: (deadlineMs) => stopWithin(projection.stop(), deadlineMs, log),
-      health: async () => ({ pending: (await jsm.consumers.info(STREAM, PROJECTION)).num_pending }),
+      health: async () => {
+        if (projection.stopped) throw new Error(projection.stopped); // the loop ended by itself: 503
+        return { pending: (await jsm.consumers.info(STREAM, PROJECTION)).num_pending };
+      },
     };
   });
 }

@@ -1,6 +1,7 @@
 import { type JetStreamManager, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
+import { type NatsCluster, type NatsServer, sleep, startCluster, useServer, waitFor } from "@repo/harness";
 import { ApiCodes, apiCode, type Serving, storedMessages, versionAtLeast } from "@repo/kit";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -52,6 +53,19 @@ async function history(account: string) {
   return mine.map((m) => {
     const s = parseStored(m.data);
     return { seq: m.seq, command: s.command, events: eventsOf(s) };
+  });
+}
+
+/** The bucket, but its first write whose value `fails` picks is refused, as a KV error would be. */
+function writesFailingOnce(kv: KV, fails: (value: string) => boolean): KV {
+  return new Proxy(kv, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target) as unknown;
+      if (typeof v !== "function") return v;
+      if (prop !== "put" && prop !== "update" && prop !== "create") return v.bind(target);
+      return (key: string, value: string, ...rest: unknown[]) =>
+        fails(value) ? Promise.reject(new Error("injected KV failure")) : v.call(target, key, value, ...rest);
+    },
   });
 }
 
@@ -183,6 +197,90 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     for (const a of accounts) expect((await readBalance(stores.balances, a)).balance, a).toBe((await load(js(), jsm, a)).state.balance);
   });
 
+  it("does not fold again a command the stream already has by its msg id, so the invariant holds after it", async () => {
+    await openWith("dup", 10);
+    const d1 = cmd({ kind: "deposit", account: "dup", amount: 100 });
+    const first = await run(d1);
+    expect(first.state.balance).toBe(110);
+    // The caller runs d1 again from the state it got after d1: the stream answers duplicate: true.
+    const again = await execute(js(), jsm, stores.atomic, d1, { known: first.state });
+    expect(again).toMatchObject({ accepted: true, events: 0 });
+    expect(again.state.balance).toBe(110);
+    const w = await execute(js(), jsm, stores.atomic, cmd({ kind: "withdraw", account: "dup", amount: 150 }), { known: again.state });
+    expect(w.accepted).toBe(false);
+    // The same for a command of two events (an atomic batch on 2.12+, one commit message before).
+    const fee = cmd({ kind: "withdraw", account: "dup", amount: 50, fee: 5 });
+    const paid = await run(fee);
+    const repeat = await execute(js(), jsm, stores.atomic, fee, { known: paid.state });
+    expect(repeat).toMatchObject({ accepted: true, events: 0, state: { balance: 55 } });
+    const h = await history("dup");
+    expect(h.filter((m) => m.command === fee.id).flatMap((m) => m.events)).toMatchObject([
+      { type: "withdrawn", amount: 50 },
+      { type: "fee_charged", amount: 5 },
+    ]);
+    const folded = h.flatMap((m) => m.events.map((e) => ({ e, seq: m.seq }))).reduce((st, { e, seq }) => fold(st, e, seq), empty);
+    expect(folded.balance).toBe(55);
+  });
+
+  it("never skips an event whose balance update failed once, when a later event of its account succeeds", async () => {
+    await openWith("flaky", 1);
+    for (let i = 0; i < 9; i++) await run(cmd({ kind: "deposit", account: "flaky", amount: 1 }));
+    const events = (await history("flaky")).map((m) => m.seq);
+    const failAt = events[4]!; // a deposit in the middle
+    let failed = false;
+    const balances = writesFailingOnce(stores.balances, (value) => {
+      if (failed || (JSON.parse(value) as { seq: number }).seq !== failAt) return false;
+      failed = true;
+      return true;
+    });
+    running.push(await startProjection({ nc, balances, log }));
+    await waitFor("the failed update was tried", () => failed);
+    await waitFor("the balance has all ten deposits", async () => (await readBalance(stores.balances, "flaky")).balance === 10, {
+      timeoutMs: 20_000,
+      detail: () => readBalance(stores.balances, "flaky"),
+    });
+    expect(await readBalance(stores.balances, "flaky")).toEqual({ balance: 10, seq: events.at(-1) });
+  });
+
+  it("ends a malformed event with a reason and goes on counting the account's later events", async () => {
+    await openWith("bad", 5);
+    const garbage = await js().publish(subjectOf("bad"), "not an event"); // written around the command side
+    // The command side loads the account's history and refuses it now; an event appended as it would be.
+    await js().publish(subjectOf("bad"), JSON.stringify({ type: "deposited", amount: 2, command: "after" }));
+    const seen: number[] = [];
+    running.push(await startProjection({ nc, balances: stores.balances, log, onEvent: (_a, seq) => seen.push(seq) }));
+    await waitFor(
+      "the deposit after the malformed event is counted",
+      async () => (await readBalance(stores.balances, "bad")).balance === 7,
+      {
+        timeoutMs: 10_000,
+        detail: () => readBalance(stores.balances, "bad"),
+      },
+    );
+    expect(seen).toContain(garbage.seq);
+    expect((await readBalance(stores.balances, "bad")).seq).toBeGreaterThan(garbage.seq);
+    const info = await jsm.consumers.info(STREAM, PROJECTION);
+    expect({ pending: info.num_pending, acks: info.num_ack_pending }).toEqual({ pending: 0, acks: 0 });
+  });
+
+  it("gives the right balance with two projection instances on one consumer, acking after random delays", async () => {
+    await openWith("two", 1);
+    let known: Account | undefined;
+    for (let i = 1; i < 500; i++)
+      known = (await execute(js(), jsm, stores.atomic, cmd({ kind: "deposit", account: "two", amount: 1 }), { known })).state;
+    const last = (await jsm.streams.info(STREAM)).state.last_seq;
+    const beforeAck = () => sleep(Math.floor(Math.random() * 4));
+    const other = await connect({ servers: server.url });
+    connections.push(other);
+    running.push(await startProjection({ nc, balances: stores.balances, log, beforeAck }));
+    running.push(await startProjection({ nc: other, balances: stores.balances, log, beforeAck }));
+    await waitFor("every event projected", async () => (await jsm.consumers.info(STREAM, PROJECTION)).ack_floor.stream_seq === last, {
+      timeoutMs: 45_000,
+      detail: () => readBalance(stores.balances, "two"),
+    });
+    expect(await readBalance(stores.balances, "two")).toEqual({ balance: 500, seq: last });
+  });
+
   // A server given by NATS_URL (docker compose) cannot be killed from here.
   it.skipIf(!!process.env.NATS_URL)("changes nothing across a server SIGKILL and restart in the middle of racing writers", async () => {
     await openWith("crash", 600);
@@ -239,6 +337,48 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
       // yet): both writers are refused, so such a layout cannot be guarded there. Hence one subject per account.
       expect([apiCode(paid), apiCode(cancelled)]).toEqual([ApiCodes.StreamWrongLastSequence, ApiCodes.StreamWrongLastSequence]);
       expect((await jsm.streams.info("ORDERS_ES")).state.messages).toBe(1);
+    }
+  });
+});
+
+describe("event-sourcing on a 3-node cluster (R3 streams)", () => {
+  let cluster: NatsCluster;
+  let cnc: NatsConnection;
+  beforeAll(async () => {
+    cluster = await startCluster();
+    cnc = await connect({ servers: cluster.url.split(",") });
+  });
+  afterAll(async () => {
+    await cnc?.close();
+    await cluster?.stop();
+  });
+
+  it("accepts copies of one command sent at once, a copy in process answered 10158 included: stored once", async () => {
+    const saved = process.env.NATS_REPLICAS;
+    process.env.NATS_REPLICAS = "3";
+    try {
+      const cjsm = await jetstreamManager(cnc);
+      const cstores = await setup(cjsm, cnc);
+      const runOn = (c: Command, w: NatsConnection) => execute(jetstream(w), cjsm, cstores.atomic, c);
+      expect((await runOn(cmd({ kind: "open", account: "copies", owner: "t" }), cnc)).accepted).toBe(true);
+      const writers = await Promise.all(Array.from({ length: 8 }, () => connect({ servers: cluster.url.split(",") })));
+      connections.push(...writers);
+      let balance = 0;
+      for (let round = 0; round < 10; round++) {
+        const c = cmd({ kind: "deposit", account: "copies", amount: 1 });
+        const results = await Promise.allSettled(writers.map((w) => runOn(c, w)));
+        const failed = results.filter((r) => r.status === "rejected").map((r) => String((r as PromiseRejectedResult).reason));
+        expect(failed).toEqual([]);
+        expect(results.every((r) => r.status === "fulfilled" && r.value.accepted)).toBe(true);
+        balance++;
+      }
+      const mine = (await storedMessages(cjsm, STREAM)).filter((m) => m.subject === subjectOf("copies"));
+      const commands = mine.map((m) => parseStored(m.data).command);
+      expect(commands.length).toBe(new Set(commands).size); // each command once
+      expect((await load(jetstream(cnc), cjsm, "copies")).state.balance).toBe(balance);
+    } finally {
+      if (saved === undefined) delete process.env.NATS_REPLICAS;
+      else process.env.NATS_REPLICAS = saved;
     }
   });
 });
