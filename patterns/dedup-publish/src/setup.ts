@@ -1,6 +1,6 @@
 // The topology of dedup publish, declared in one place: one PAYMENTS stream whose duplicate_window
 // is how long the server remembers a Nats-Msg-Id.
-import { type JetStreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import { type JetStreamManager, RetentionPolicy, StorageType, type StreamConfig } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import { ensureStream, type StreamSpec } from "@repo/kit";
 
@@ -20,10 +20,12 @@ export function paymentsStream(windowMs: number): StreamSpec {
   };
 }
 
-/** Creates the stream, or checks it and sets the window asked for. Idempotent. */
-export async function setup(jsm: JetStreamManager, windowMs = DEFAULT_WINDOW_MS): Promise<void> {
-  const want = paymentsStream(windowMs);
-  const config = await ensureStream(jsm, want);
-  if (config.duplicate_window !== want.duplicate_window)
-    await jsm.streams.update(STREAM, { ...config, duplicate_window: want.duplicate_window });
+/**
+ * Creates the stream, or checks that the existing one fits. With `windowMs` (the demo, which shows
+ * the window's edge) an existing stream must have that window: it is reported, never changed.
+ * Without it (the service) the window is the operator's choice. Idempotent.
+ */
+export async function setup(jsm: JetStreamManager, windowMs?: number): Promise<void> {
+  const keys: (keyof StreamConfig)[] = ["retention", "storage", ...(windowMs === undefined ? [] : ["duplicate_window" as const])];
+  await ensureStream(jsm, paymentsStream(windowMs ?? DEFAULT_WINDOW_MS), keys);
 }

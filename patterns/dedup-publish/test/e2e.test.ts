@@ -1,7 +1,8 @@
 import { spawn } from "node:child_process";
 import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { freePort, type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
+import { freePort, type NatsServer, sleep, startCluster, useServer, waitFor } from "@repo/harness";
+import { versionAtLeast } from "@repo/kit";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { type Outgoing, payment, publishIdempotent, publishPipelined, tally } from "../src/producer.js";
 import { readStored, storedTwice } from "../src/reader.js";
@@ -63,9 +64,19 @@ describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "new
     await expectEachIdOnce(msgs.map((m) => m.id));
   });
 
+  it("never changes an existing stream's duplicate window: the demo's setup refuses in one line, the service's takes it", async () => {
+    const before = (await jsm.streams.info(STREAM)).config.duplicate_window;
+    await expect(setup(jsm, 2_000)).rejects.toThrow(
+      /^stream PAYMENTS exists with duplicate_window=60000000000 but this pattern needs duplicate_window=2000000000/,
+    );
+    await setup(jsm); // the service: whatever window the operator chose
+    expect((await jsm.streams.info(STREAM)).config.duplicate_window).toBe(before);
+  });
+
   it("stores the same id again once the duplicate window has passed", async () => {
     const windowMs = 1_000;
-    await setup(jsm, windowMs); // updates the window of the existing stream
+    await jsm.streams.delete(STREAM);
+    await setup(jsm, windowMs);
     expect((await jsm.streams.info(STREAM)).config.duplicate_window).toBe(windowMs * 1_000_000);
     const js = jetstream(nc);
     const m = payment("edge", 1);
@@ -170,6 +181,36 @@ describe("the ingest service (src/service.ts, a starter's npm start)", () => {
       expect(await exited).toBe(0);
     } finally {
       if (service.exitCode === null) service.kill("SIGKILL");
+    }
+  });
+});
+
+describe("dedup-publish on a 3-node cluster (an R3 stream)", () => {
+  it("stores once copies of one id sent at once, each answered stored or duplicate: one in process (10158) is tried again", async () => {
+    const cluster = await startCluster();
+    const saved = process.env.NATS_REPLICAS;
+    process.env.NATS_REPLICAS = "3";
+    const senders = await Promise.all(Array.from({ length: 8 }, () => connect({ servers: cluster.url.split(",") })));
+    try {
+      await setup(await jetstreamManager(senders[0]!), 60_000);
+      for (let round = 0; round < 10; round++) {
+        const msg = payment(`copy-${round}`, round);
+        const results = await Promise.all(senders.map((s) => publishIdempotent(jetstream(s), msg)));
+        expect(results.map((r) => r.error ?? "ok")).toEqual(senders.map(() => "ok"));
+        const [stored, ...more] = [...results.filter((r) => !r.duplicate), ...results.filter((r) => r.duplicate)];
+        expect(results.filter((r) => !r.duplicate)).toHaveLength(1); // one stored, the other seven duplicates
+        // A duplicate's seq is the stored copy's; on 2.10 in a cluster it is 0 for a copy that came while
+        // the first was being stored (the server staged its msg id with seq 0).
+        const seqs = versionAtLeast(cluster.version, "2.11.0") ? [stored!.seq] : [stored!.seq, 0];
+        for (const d of more) expect(seqs).toContain(d.seq);
+      }
+      const info = await (await jetstreamManager(senders[0]!)).streams.info(STREAM);
+      expect(info.state.messages).toBe(10);
+    } finally {
+      for (const s of senders) await s.close();
+      if (saved === undefined) delete process.env.NATS_REPLICAS;
+      else process.env.NATS_REPLICAS = saved;
+      await cluster.stop();
     }
   });
 });

@@ -22,7 +22,8 @@ export function ledgerEvents(count: number, accounts = 4, start = 0): LedgerEven
 /**
  * Appends events through the fast publisher (up to `window` in flight, sent in order; see
  * publisher.ts); returns the stream sequences, in input order. No msg ids: an event whose ack never
- * comes is reported, not resent, so a retry cannot append it twice.
+ * comes is reported, not resent, so a retry cannot append it twice. One answered "nothing stored"
+ * (503) is sent again and is stored after those sent behind it: `window` 1 keeps append order then.
  */
 export async function appendEvents(nc: NatsConnection, events: LedgerEvent[], window = 1024): Promise<number[]> {
   const seqs: number[] = new Array(events.length);

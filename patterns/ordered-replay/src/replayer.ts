@@ -29,7 +29,7 @@ export interface ReplayOptions {
   /** Keep following new events after catching up, until `signal` aborts. */
   follow?: boolean;
   signal?: AbortSignal;
-  /** Save the position every N events (and when stopping). A crash repeats at most N-1 events. */
+  /** Save the position every N events (and when stopping). A crash repeats at most N events (N when it comes during a save). */
   checkpointEvery?: number;
   handler: (e: Entry) => Promise<void> | void;
   log: Logger;

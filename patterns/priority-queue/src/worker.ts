@@ -5,9 +5,9 @@
 //   a higher task arrive while the hand holds lower ones: those not started go back at once. Optional
 //   weights serve lower levels a share when all are busy.
 // startTierWorker (nats-server >= 2.11 / 2.12): the server picks, using a priority group.
-import { type JsMsg, jetstream } from "@nats-io/jetstream";
-import { createInbox, deadline, type Msg, type NatsConnection, nanos } from "@nats-io/transport-node";
-import { type Logger, serve } from "@repo/kit";
+import { type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { deadline, type Msg, type NatsConnection, nanos } from "@nats-io/transport-node";
+import { inboxFor, type Logger, pull } from "@repo/kit";
 import { parseTask, type Task } from "./producer.js";
 import { consumerFor, GROUP, LEVELS, type Level, STREAM, subjectFor } from "./setup.js";
 
@@ -45,6 +45,7 @@ export interface Stoppable {
 }
 
 const enc = new TextEncoder();
+const WPI = enc.encode("+WPI");
 
 /** The task, or undefined (logged) when its payload is malformed. */
 function checked(data: Uint8Array, log: Logger, worker: string): Task | undefined {
@@ -70,7 +71,7 @@ interface Hand {
  * back at once rather than held until its ack_wait.
  */
 function noWaitPuller(nc: NatsConnection) {
-  const prefix = createInbox();
+  const prefix = inboxFor(nc);
   let token = 0;
   let want: { token: number; level: Level; max: number; got: Msg[]; done: () => void } | undefined;
   const sub = nc.subscribe(`${prefix}.*`, {
@@ -133,6 +134,18 @@ export async function startWorker(o: PriorityWorkerOptions): Promise<Stoppable> 
           };
         });
   const puller = noWaitPuller(nc);
+  // Every task in hand, started or not, is kept alive (+WPI) every third of the shortest ack_wait:
+  // a hand of slow tasks must not pass its ack_wait and be handed to another worker meanwhile.
+  const jsm = await jetstreamManager(nc, { checkAPI: false });
+  const ackWaits = await Promise.all(LEVELS.map(async (l) => (await jsm.consumers.info(STREAM, consumerFor(l))).config.ack_wait ?? 0));
+  let current: Msg | undefined;
+  const heartbeat = setInterval(
+    () => {
+      if (current) current.respond(WPI);
+      for (const m of hand?.msgs ?? []) m.respond(WPI);
+    },
+    Math.max(100, Math.min(...ackWaits.map((ns) => ns || 30_000_000_000)) / 1_000_000 / 3), // 30 s: the server's default
+  );
 
   let credits = { ...o.weights } as Record<Level, number>;
   const take = async (level: number, max: number): Promise<Hand | undefined> => {
@@ -182,9 +195,11 @@ export async function startWorker(o: PriorityWorkerOptions): Promise<Stoppable> 
         }
       }
       const m = hand.msgs.shift()!;
+      current = m; // until it is answered below
       const task = checked(m.data, log, name);
       if (!task) {
         m.respond(enc.encode("+TERM")); // retrying cannot fix a malformed task
+        current = undefined;
         continue;
       }
       try {
@@ -196,6 +211,7 @@ export async function startWorker(o: PriorityWorkerOptions): Promise<Stoppable> 
         log.warn({ worker: name, id: task.id, err: String(err) }, "task failed; back to its level in 1s");
         m.respond(enc.encode(`-NAK ${JSON.stringify({ delay: nanos(1_000) })}`));
       }
+      current = undefined;
     }
   })().catch((err: unknown) => {
     if (!nc.isClosed()) log.error({ worker: name, err: String(err) }, "worker stopped on an error");
@@ -206,6 +222,7 @@ export async function startWorker(o: PriorityWorkerOptions): Promise<Stoppable> 
       stopping = true;
       wake?.();
       await loop;
+      clearInterval(heartbeat);
       handBack(hand); // what was taken but not started is free for other workers now
       bell.unsubscribe();
       puller.close();
@@ -229,10 +246,6 @@ export interface TierWorkerOptions {
 /** A worker in a priority group: the server decides which tier gets each task. */
 export async function startTierWorker(o: TierWorkerOptions): Promise<Stoppable> {
   const consumer = await jetstream(o.nc).consumers.get(o.stream, GROUP);
-  // Plenty of room in each pull so a preferred worker always has a request waiting at the server.
-  const messages = await consumer.consume({ group: GROUP, max_messages: 256, expires: 5_000, ...o.pull } as Parameters<
-    typeof consumer.consume
-  >[0]);
   const handle = async (m: JsMsg) => {
     const task = checked(m.data, o.log, o.name);
     if (!task) return m.term(); // retrying cannot fix a malformed task
@@ -242,5 +255,8 @@ export async function startTierWorker(o: TierWorkerOptions): Promise<Stoppable> 
     else m.ack();
     o.onDone?.({ task, worker: o.name, startedAt });
   };
-  return serve(messages, handle, { nc: o.nc, log: o.log, who: { worker: o.name } });
+  // Plenty of room in the hand (256, fetched again when half is free) so a preferred worker nearly
+  // always has a request waiting at the server; every task in hand is kept alive (working()).
+  const pullWith = { group: GROUP, ...o.pull };
+  return pull(consumer, handle, { nc: o.nc, log: o.log, who: { worker: o.name }, batch: 256, expiresMs: 5_000, pullWith });
 }

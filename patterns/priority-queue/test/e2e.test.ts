@@ -1,10 +1,10 @@
 import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, type NatsConnection, nanos } from "@nats-io/transport-node";
 import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { publishTasks, type Task, tasksAt } from "../src/producer.js";
-import { LEVELS, nativeSupport, OVERFLOW_STREAM, STREAM, setup, TIERED_STREAM } from "../src/setup.js";
+import { consumerFor, GROUP, LEVELS, nativeSupport, OVERFLOW_STREAM, STREAM, setup, TIERED_STREAM } from "../src/setup.js";
 import { type Done, outOfPriority, type Stoppable, startTierWorker, startWorker, takenOrder } from "../src/worker.js";
 
 const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
@@ -59,6 +59,61 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     expect(outOfPriority(takenOrder(done))).toBe(0);
     expect(new Set(done.map((d) => d.worker)).size).toBeGreaterThan(1);
     expect(new Set(done.map((d) => d.task.id)).size).toBe(120);
+  });
+
+  it("keeps every task in a worker's hand alive past ack_wait: slow tasks run once, not again on another worker", async () => {
+    await setup(jsm, version);
+    for (const level of LEVELS) await jsm.consumers.update(STREAM, consumerFor(level), { ack_wait: nanos(1_000) });
+    const runs = new Map<string, number>();
+    const slow = async (t: Task) => {
+      runs.set(t.id, (runs.get(t.id) ?? 0) + 1);
+      await sleep(150);
+    };
+    const done: Done[] = [];
+    for (const name of ["holder", "other"])
+      running.push(
+        await startWorker({ nc: await connect({ servers: server.url }), name, handler: slow, log, onDone: (d) => void done.push(d) }),
+      );
+    await publishTasks(nc, tasksAt("normal", 12)); // 1.8 s of work; one pull can take all 12
+    await waitFor("12 tasks done", () => new Set(done.map((d) => d.task.id)).size === 12, { timeoutMs: 20_000 });
+    await sleep(1_500); // a task handed out again after its ack_wait would run now
+    expect([...runs.values()].filter((n) => n > 1)).toEqual([]);
+    expect(done.length).toBe(12);
+  });
+
+  it("stops quietly when its connection closes with tasks in hand: no error escapes, and another worker runs them", async () => {
+    await setup(jsm, version);
+    for (const level of LEVELS) await jsm.consumers.update(STREAM, consumerFor(level), { ack_wait: nanos(1_000) });
+    const escaped: unknown[] = [];
+    const onEscape = (err: unknown) => void escaped.push(err);
+    process.on("uncaughtException", onEscape);
+    try {
+      const dying = await connect({ servers: server.url });
+      const done: Done[] = [];
+      let started = 0;
+      const slow = async () => {
+        started++;
+        await sleep(100);
+      };
+      running.push(await startWorker({ nc: dying, name: "dying", handler: slow, log, onDone: (d) => void done.push(d) }));
+      await publishTasks(nc, tasksAt("normal", 12)); // one pull takes them all
+      await waitFor("the dying worker is under way", () => started === 2);
+      await dying.close();
+      await sleep(800); // its heartbeat ticks (every ack_wait / 3) with the hand it holds
+      running.push(
+        await startWorker({
+          nc: await connect({ servers: server.url }),
+          name: "other",
+          handler: work,
+          log,
+          onDone: (d) => void done.push(d),
+        }),
+      );
+      await waitFor("12 tasks done", () => new Set(done.map((d) => d.task.id)).size === 12, { timeoutMs: 20_000 });
+      expect(escaped.map(String)).toEqual([]);
+    } finally {
+      process.off("uncaughtException", onEscape);
+    }
   });
 
   it("terminates a malformed task instead of retrying it, and serves the valid ones around it exactly once", async () => {
@@ -123,6 +178,33 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
       expect(names).toContain(STREAM);
     },
   );
+
+  it.runIf(native.prioritized)("a tier worker keeps every task in hand alive past ack_wait: slow tasks run once", async () => {
+    await setup(jsm, version);
+    await jsm.consumers.update(TIERED_STREAM, GROUP, { ack_wait: nanos(1_000) });
+    const runs = new Map<string, number>();
+    const slow = async (t: Task) => {
+      runs.set(t.id, (runs.get(t.id) ?? 0) + 1);
+      await sleep(150);
+    };
+    const done: Done[] = [];
+    running.push(
+      await startTierWorker({
+        nc,
+        stream: TIERED_STREAM,
+        name: "holder",
+        pull: { priority: 0 },
+        handler: slow,
+        log,
+        onDone: (d) => void done.push(d),
+      }),
+    );
+    await sleep(300); // its pull is waiting at the server
+    await publishTasks(nc, tasksAt("normal", 12), { subject: () => "tiered.tasks.render", stream: TIERED_STREAM }); // 1.8 s of work
+    await waitFor("12 tasks done", () => new Set(done.map((d) => d.task.id)).size === 12, { timeoutMs: 20_000 });
+    await sleep(1_500); // a task handed out again after its ack_wait would run now
+    expect([...runs.values()].filter((n) => n > 1)).toEqual([]);
+  });
 
   it.runIf(native.prioritized)(
     "prioritized group (2.12+): the preferred tier gets every task while it pulls; the fallback tier when it stops",

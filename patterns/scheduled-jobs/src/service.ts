@@ -24,7 +24,10 @@ if (isEntry(import.meta.url)) {
     });
     return {
       stop: (deadlineMs) => stopWithin(runner.stop(), deadlineMs, log),
-      health: async () => ({ due: (await jsm.consumers.info(STREAM, CONSUMER)).num_pending, schedules: (await scheduled(jsm)).length }),
+      health: async () => {
+        if (runner.stopped) throw new Error(runner.stopped); // the loop ended by itself: 503
+        return { due: (await jsm.consumers.info(STREAM, CONSUMER)).num_pending, schedules: (await scheduled(jsm)).length };
+      },
     };
   });
 }
