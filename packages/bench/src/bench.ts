@@ -29,7 +29,13 @@ if (values.help) {
 }
 const quick = values.quick === true;
 const only = values.only?.split(",");
-const want = (group: string) => !only || only.includes(group);
+/** The group under way, named if the run fails ("bench failed in r3: timeout"). */
+let group = "setup";
+const want = (g: string) => {
+  const yes = !only || only.includes(g);
+  if (yes) group = g;
+  return yes;
+};
 
 async function main(): Promise<number> {
   const bin = findServerBinary();
@@ -247,7 +253,7 @@ function printTable(results: Result[]) {
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
-    process.stderr.write(`error: bench failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`error: bench failed in ${group}: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
   },
 );

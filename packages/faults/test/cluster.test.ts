@@ -168,7 +168,8 @@ describe(`3-node cluster, nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
     await firstAccepted("an event", () => appendEvents(nc, events.slice(0, 1)));
     await appendEvents(nc, events.slice(1));
     const { seqs, done: replaying } = replaySeqs(nc, "cluster", log);
-    await waitFor("a fifth replayed", () => seqs.length >= 600);
+    // The replayer's own recovery (10 s for a consumer create, 3 s for a stall) must fit in this wait.
+    await waitFor("a fifth replayed", () => seqs.length >= 600, { timeoutMs: 45_000, detail: () => ({ replayed: seqs.length }) });
     const leader = cluster.node(await leaderOf(LEDGER));
     await leader.kill();
     // The replay finishes with the old leader still down.

@@ -43,6 +43,7 @@ if (existsSync(dir) && readdirSync(dir).length > 0)
   fail(`${dir} exists and is not empty — choose a new or empty directory (nothing was written)`);
 
 const from = join(repoRoot, "patterns", name);
+const hasService = existsSync(join(from, "src/service.ts"));
 const kit = join(repoRoot, "packages/kit");
 type Pkg = {
   description?: string;
@@ -100,14 +101,26 @@ it("serves work fed by another process with npm start's service, and exits 0 on 
     : `
   const [listen, target] = [{}, {}];`
 }
-  const service = spawn(process.execPath, ["--import", "tsx", "src/service.ts"], { env: { ...process.env, LOG_FORMAT: "json", ...listen }, stdio: ["ignore", "pipe", "inherit"] });
-  let [serving, done] = [false, 0];
+  // Through the very entry a deployment uses: the build, then npm start, and SIGTERM to npm itself.
+  const build = spawnSync("npm", ["run", "--silent", "build"], { encoding: "utf8" });
+  expect(build.status, build.stdout + build.stderr).toBe(0);
+  const service = spawn("npm", ["start", "--silent"], { env: { ...process.env, LOG_FORMAT: "json", ...listen }, stdio: ["ignore", "pipe", "inherit"] });
+  let [serving, stopped, done, pid] = [false, false, 0, 0];
   createInterface({ input: service.stdout! }).on("line", (l) => {
-    const line = JSON.parse(l) as { msg: string };
-    if (line.msg === "serving") serving = true;
+    if (!l.startsWith("{")) return;
+    const line = JSON.parse(l) as { msg: string; pid: number };
+    if (line.msg === "serving") [serving, pid] = [true, line.pid];
+    if (line.msg === "stopped") stopped = true;
     if (line.msg === ${JSON.stringify(check.msg)}) done++;
   });
   const exited = new Promise<number | null>((resolve) => service.once("exit", resolve));
+  const alive = (p: number) => {
+    try {
+      return process.kill(p, 0);
+    } catch {
+      return false;
+    }
+  };
   try {
     for (let i = 0; i < 200 && !serving; i++) await new Promise((r) => setTimeout(r, 100));
     expect(serving).toBe(true);
@@ -117,8 +130,11 @@ it("serves work fed by another process with npm start's service, and exits 0 on 
     expect(done).toBeGreaterThanOrEqual(${check.count});
     service.kill("SIGTERM");
     expect(await exited).toBe(0);
+    expect(stopped).toBe(true); // it stopped as it should, not killed
+    expect(alive(pid)).toBe(false); // and left no process behind
   } finally {
     if (service.exitCode === null) service.kill("SIGKILL");
+    if (pid && alive(pid)) process.kill(pid, "SIGKILL");
   }
 });
 `;
@@ -138,6 +154,16 @@ writeFileSync(
     scripts: {
       start: "tsx src/main.ts",
       ...Object.fromEntries(Object.entries(pkg.scripts ?? {}).filter(([, cmd]) => cmd.startsWith("tsx src/"))),
+      // The service runs compiled (npm run build once, then npm start): no TypeScript compiler at run
+      // time. exec makes node npm's own child, so the SIGTERM npm passes on reaches it, and npm waits.
+      ...(hasService
+        ? {
+            build: "tsc -p tsconfig.build.json",
+            prestart: `test -f dist/service.js || { echo "error: no dist/service.js: run npm run build first" >&2; exit 1; }`,
+            start: "exec node dist/service.js",
+            dev: "tsx src/service.ts",
+          }
+        : {}),
       test: "vitest run --testTimeout=120000",
       typecheck: "tsc -p tsconfig.json",
     },
@@ -147,9 +173,13 @@ writeFileSync(
 );
 const base = JSON.parse(readFileSync(join(repoRoot, "tsconfig.base.json"), "utf8")) as object;
 writeFileSync(join(dir, "tsconfig.json"), json({ ...base, include: ["src", "test"] }));
-writeFileSync(join(dir, ".gitignore"), "node_modules/\n");
+// The build: src/ only, to dist/.
+writeFileSync(
+  join(dir, "tsconfig.build.json"),
+  json({ extends: "./tsconfig.json", compilerOptions: { noEmit: false, outDir: "dist", rootDir: "src" }, include: ["src"] }),
+);
+writeFileSync(join(dir, ".gitignore"), "node_modules/\ndist/\n");
 const readme = readFileSync(join(from, "README.md"), "utf8");
-const hasService = existsSync(join(from, "src/service.ts"));
 const check = hasService ? serviceChecks[name] : undefined;
 if (hasService && !check) fail(`${name} has a service but no entry in packages/harness/src/services.ts: add how to feed it`);
 writeFileSync(
@@ -188,7 +218,9 @@ JetStream (\`nats-server -js\`, or \`docker run -p 4222:4222 nats -js\`).
 npm install
 ${
   hasService
-    ? `NATS_URL=nats://127.0.0.1:4222 npm start     # the service: serves until SIGTERM (see src/service.ts)
+    ? `npm run build                               # compiles src/ to dist/ (once per deploy)
+NATS_URL=nats://127.0.0.1:4222 npm start     # the service (node dist/service.js): serves until SIGTERM
+NATS_URL=nats://127.0.0.1:4222 npm run dev   # the same from src/ with tsx, while you change it
 NATS_URL=nats://127.0.0.1:4222 npm run demo  # the demo (options: npm run demo -- --help)`
     : "NATS_URL=nats://127.0.0.1:4222 npm start     # the demo (options: npm start -- --help)"
 }
@@ -196,7 +228,17 @@ NATS_URL=nats://127.0.0.1:4222 npm test      # runs the demo and checks nothing 
 \`\`\`
 
 Connection settings follow the NATS CLI: \`NATS_URL\` (user info in it too), \`NATS_USER\`/\`NATS_PASSWORD\`,
-\`NATS_TOKEN\`, \`NATS_CREDS\`, \`NATS_NKEY\`, and \`NATS_CA\`/\`NATS_CERT\`/\`NATS_KEY\` for TLS. \`src/kit/\` is the code every pattern of jetstream-patterns shares (connection from
+\`NATS_TOKEN\`, \`NATS_CREDS\`, \`NATS_NKEY\`, \`NATS_CA\`/\`NATS_CERT\`/\`NATS_KEY\` for TLS, and \`NATS_INBOX_PREFIX\` for a user that may read replies only under its own prefix.${
+    hasService
+      ? `
+
+Deploying: build once (\`npm run build\`), then run \`npm start\` or \`node dist/service.js\` as the
+process your supervisor or container starts (its PID 1). Either way SIGTERM (\`docker stop\`, Kubernetes,
+systemd) reaches node: the service stops taking work, finishes what it holds within \`STOP_DEADLINE_MS\`
+and exits 0 (\`npm test\` checks it through \`npm start\`). A shell wrapper must \`exec\` node, or the
+signal stops at the shell and node is left running.`
+      : ""
+  } \`src/kit/\` is the code every pattern of jetstream-patterns shares (connection from
 the environment, logging, the CLI runner, stream setup, errors by type, the fast publisher), copied
 in whole: it is yours to change now.
 

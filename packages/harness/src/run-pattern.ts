@@ -2,6 +2,7 @@
 // NATS_URL if set, else against a nats-server it starts itself and stops afterwards.
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { constants } from "node:os";
 import { join } from "node:path";
 import { repoRoot } from "./binary.js";
 import { startCluster } from "./cluster.js";
@@ -64,6 +65,16 @@ async function main(): Promise<number> {
   const args = rest.filter((a) => a !== "--cluster");
   if (cluster && env.NATS_URL)
     fail("--cluster starts its own 3-node cluster: unset NATS_URL, or drop --cluster and set NATS_REPLICAS=3 for your cluster");
+  // A SIGTERM or SIGHUP sent to us alone (a supervisor, a closed terminal) is passed on to the demo
+  // and cleaned up after below; one that comes while the server starts ends the run once it has (the
+  // nats-server we start is in a process group of its own and would outlive us).
+  let child: ReturnType<typeof spawn> | undefined;
+  let early: NodeJS.Signals | undefined;
+  for (const sig of ["SIGTERM", "SIGHUP"] as const)
+    process.on(sig, () => {
+      if (child) child.kill(sig);
+      else early = sig;
+    });
   if (!env.NATS_URL && !wantsHelp) {
     const what = cluster ? "a 3-node nats-server cluster" : "nats-server";
     const started = await (cluster ? startCluster() : startServer()).catch((err: Error) =>
@@ -76,14 +87,21 @@ async function main(): Promise<number> {
       `started ${what} ${started.version} on ${started.url} (temp store; stopped when the demo ends; set NATS_URL to use your own)\n`,
     );
   }
-  const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "patterns", name, "src/main.ts"), ...args], {
+  if (early) {
+    await server?.stop();
+    return 128 + (constants.signals[early] ?? 0);
+  }
+  const demo = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "patterns", name, "src/main.ts"), ...args], {
     cwd: join(repoRoot, "patterns", name),
     env,
     stdio: "inherit",
   });
+  child = demo;
   // Ctrl-C reaches the child through the terminal; we only wait for it, then clean up.
   process.on("SIGINT", () => {});
-  const code = await new Promise<number>((resolve) => child.once("exit", (c, sig) => resolve(c ?? (sig ? 130 : 1))));
+  const code = await new Promise<number>((resolve) =>
+    demo.once("exit", (c, sig) => resolve(c ?? (sig ? 128 + (constants.signals[sig] ?? 0) : 1))),
+  );
   await server?.stop();
   return code;
 }

@@ -1,9 +1,10 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { constants, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createUser } from "@nats-io/nkeys";
+import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { compareVersions, repoRoot } from "../src/binary.js";
 import { operatorMode } from "../src/operator.js";
@@ -100,32 +101,77 @@ describe("pnpm run pattern", () => {
     expect(summary.dead_lettered).toBeGreaterThanOrEqual(2); // a poison job and a malformed one
   });
 
-  it("stops work-queue on Ctrl-C with exit 130, reporting the jobs left in the queue as left, not lost", async () => {
-    const child = spawn(
-      process.execPath,
-      ["--import", "tsx", join(repoRoot, "packages/harness/src/run-pattern.ts"), "work-queue", "--jobs", "20000"],
-      {
+  for (const path of ["NATS_URL", "its own nats-server, through pnpm"] as const)
+    it(`stops work-queue on Ctrl-C with exit 130, reporting the jobs left in the queue as left, not lost (${path})`, async () => {
+      const own = path !== "NATS_URL";
+      const env: NodeJS.ProcessEnv = { ...process.env, LOG_FORMAT: "json", NATS_URL: url };
+      if (own) delete env.NATS_URL;
+      const [command, argv] = own
+        ? ["pnpm", ["run", "--silent", "pattern", "work-queue", "--jobs", "20000"]]
+        : [process.execPath, ["--import", "tsx", join(repoRoot, "packages/harness/src/run-pattern.ts"), "work-queue", "--jobs", "20000"]];
+      const child = spawn(command, argv, {
         cwd: repoRoot,
-        env: { ...process.env, LOG_FORMAT: "json", NATS_URL: url },
+        env,
         stdio: ["ignore", "pipe", "pipe"],
-        detached: true, // its own process group, as in a terminal: Ctrl-C reaches the runner and the demo
-      },
-    );
-    let stdout = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
-    const timer = setTimeout(() => process.kill(-child.pid!, "SIGKILL"), 90_000);
-    for (let i = 0; i < 600 && !/"msg":"progress"/.test(stdout); i++) await sleep(100);
-    process.kill(-child.pid!, "SIGINT");
-    const code = await exited;
-    clearTimeout(timer);
-    const summary = JSON.parse(stdout.trim().split("\n").at(-1)!);
-    expect(code).toBe(130);
-    expect(summary).toMatchObject({ published: 20_200, lost: 0, in_both: 0 });
-    expect(summary.left_in_queue).toBeGreaterThan(0);
-    expect(summary.processed + summary.dead_lettered + summary.left_in_queue).toBe(20_200);
-    expect(summary.msg).toMatch(/stopped by Ctrl-C: \d+ jobs left in the queue/);
-  });
+        detached: true, // its own process group, as in a terminal: Ctrl-C reaches every process in it
+      });
+      let stdout = "";
+      child.stdout.on("data", (d) => (stdout += d));
+      // The status a shell reports: the exit code, or 128 + the signal (pnpm re-raises the SIGINT).
+      const exited = new Promise<number | null>((resolve) =>
+        child.once("exit", (code, signal) => resolve(code ?? (signal === "SIGINT" ? 130 : null))),
+      );
+      const timer = setTimeout(() => process.kill(-child.pid!, "SIGKILL"), 90_000);
+      for (let i = 0; i < 600 && !/"msg":"progress"/.test(stdout); i++) await sleep(100);
+      process.kill(-child.pid!, "SIGINT");
+      const code = await exited;
+      clearTimeout(timer);
+      const summary = JSON.parse(stdout.trim().split("\n").at(-1)!);
+      expect(code).toBe(130);
+      expect(summary).toMatchObject({ published: 20_200, lost: 0, in_both: 0 });
+      expect(summary.left_in_queue).toBeGreaterThan(0);
+      expect(summary.processed + summary.dead_lettered + summary.left_in_queue).toBe(20_200);
+      expect(summary.msg).toMatch(/stopped by Ctrl-C: \d+ jobs left in the queue/);
+    });
+
+  // SIGTERM is a clean stop for every demo (kit/cli.ts: exit 0); SIGHUP ends it, 128 + 1.
+  for (const [signal, status] of [
+    ["SIGTERM", 0],
+    ["SIGHUP", 129],
+  ] as const)
+    it(`passes ${signal} sent to the runner alone on to the demo, exits as it does (${status}) and stops its nats-server`, async () => {
+      const env: NodeJS.ProcessEnv = { ...process.env, LOG_FORMAT: "json" };
+      delete env.NATS_URL;
+      const runner = join(repoRoot, "packages/harness/src/run-pattern.ts");
+      const child = spawn(process.execPath, ["--import", "tsx", runner, "work-queue", "--jobs", "20000"], {
+        cwd: repoRoot,
+        env,
+        stdio: ["ignore", "pipe", "pipe"],
+        detached: true,
+      });
+      let out = "";
+      child.stdout.on("data", (d) => (out += d));
+      child.stderr.on("data", (d) => (out += d));
+      const exited = new Promise<number | null>((resolve) =>
+        child.once("exit", (code, sig) => resolve(code ?? (sig ? 128 + constants.signals[sig] : null))),
+      );
+      const timer = setTimeout(() => process.kill(-child.pid!, "SIGKILL"), 90_000);
+      for (let i = 0; i < 600 && !/"msg":"progress"/.test(out); i++) await sleep(100);
+      const started = /started nats-server \S+ on (nats:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1];
+      expect(started, out).toBeDefined();
+      child.kill(signal); // the runner alone, not its process group
+      const code = await exited;
+      clearTimeout(timer);
+      expect(code).toBe(status);
+      const left = await connect({ servers: started!, reconnect: false, timeout: 2_000 }).then(
+        async (c) => {
+          await c.close();
+          return "still serving";
+        },
+        () => "stopped",
+      );
+      expect(left).toBe("stopped");
+    });
 
   it("starts its own nats-server when NATS_URL is unset (through pnpm, as the README says)", async () => {
     const r = await run(["run", "--silent", "pattern", "work-queue", "--jobs", "20"], { NATS_URL: undefined }, "pnpm");
@@ -340,7 +386,10 @@ describe("pnpm run pattern", () => {
     try {
       const admin = roles.login("admin");
       // The admin sets up streams and consumers, but may not publish the events (the producer's job).
-      const asAdmin = await run(["fanout", "--orders", "5"], { NATS_URL: withInfo(roles.url, `${admin.user}:${admin.pass}`) });
+      const asAdmin = await run(["fanout", "--orders", "5"], {
+        NATS_URL: withInfo(roles.url, `${admin.user}:${admin.pass}`),
+        NATS_INBOX_PREFIX: admin.inboxPrefix,
+      });
       expect(asAdmin.code).toBe(1);
       expect(oneLine(asAdmin.stderr)).toEqual([
         expect.stringMatching(
@@ -352,10 +401,23 @@ describe("pnpm run pattern", () => {
         NATS_URL: roles.url,
         NATS_USER: producer.user,
         NATS_PASSWORD: producer.pass,
+        NATS_INBOX_PREFIX: producer.inboxPrefix,
       });
       expect(asProducer.code).toBe(1);
       expect(oneLine(asProducer.stderr)).toEqual([
         expect.stringMatching(/^error: not permitted: this user may not publish to \$JS\.API\.INFO — /),
+      ]);
+      // Without its inbox prefix a role cannot read its own replies: the line says what to set.
+      const noPrefix = await run(["fanout", "--orders", "5"], {
+        NATS_URL: roles.url,
+        NATS_USER: producer.user,
+        NATS_PASSWORD: producer.pass,
+      });
+      expect(noPrefix.code).toBe(1);
+      expect(oneLine(noPrefix.stderr)).toEqual([
+        expect.stringMatching(
+          /^error: not permitted: this user may not subscribe to _INBOX\.\S+, where its replies would come — set NATS_INBOX_PREFIX/,
+        ),
       ]);
       for (const out of [asAdmin.stdout, asAdmin.stderr, asProducer.stdout, asProducer.stderr]) {
         expect(out).not.toContain(admin.pass);
@@ -393,7 +455,9 @@ describe("pnpm run new", () => {
     expect(JSON.stringify(pkg)).not.toMatch(/workspace:|@repo\//);
     expect(pkg.dependencies["@nats-io/jetstream"]).toMatch(/^\^\d+\.\d+\.\d+$/);
     expect(pkg.scripts).toMatchObject({
-      start: "tsx src/service.ts",
+      build: "tsc -p tsconfig.build.json",
+      start: "exec node dist/service.js", // compiled, and npm's own child: it gets npm's SIGTERM
+      dev: "tsx src/service.ts",
       demo: "tsx src/main.ts",
       dlq: "tsx src/dlq.ts",
       test: expect.stringContaining("vitest run"),
