@@ -1,0 +1,51 @@
+// pnpm chaos <pattern> [--runs N] [--seed S [--path P]] [--minutes M]
+// Runs generated fault schedules against real nats-server and worker processes (NATS_SERVER_VERSION,
+// else the newest in .cache), checks each against the pattern's model, and exits 1 if one broke it,
+// printing the shrunk schedule and the command that runs it again.
+import { parseArgs } from "node:util";
+import { intOption, UserError } from "@repo/kit";
+import { chaos } from "./chaos.js";
+import { scenarios } from "./scenarios.js";
+
+const usage = `usage: pnpm chaos <${Object.keys(scenarios).join(" | ")}> [--runs N] [--seed S [--path P]] [--minutes M]
+  --runs N     schedules to generate (default 20)
+  --seed S     the seed of an earlier run: the same schedules again
+  --path P     with --seed: the one failing schedule a run printed
+  --minutes M  stop generating after M minutes (a soak: --runs 100000 --minutes 60)`;
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      runs: { type: "string" },
+      seed: { type: "string" },
+      path: { type: "string" },
+      minutes: { type: "string" },
+      help: { type: "boolean" },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(`${usage}\n`);
+    return 0;
+  }
+  const scenario = scenarios[positionals[0] ?? ""];
+  if (!scenario || positionals.length !== 1) throw new UserError(usage);
+  if (values.path && !values.seed) throw new UserError("--path needs the --seed it was printed with");
+  const report = await chaos(scenario, {
+    runs: intOption("--runs", values.runs ?? "20"),
+    seed: values.seed === undefined ? undefined : intOption("--seed", values.seed, -(2 ** 31)),
+    path: values.path,
+    timeLimitMs: values.minutes ? intOption("--minutes", values.minutes) * 60_000 : undefined,
+  });
+  return report.failure ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(
+      `error: ${err instanceof UserError ? err.message : `chaos failed: ${err instanceof Error ? err.message : String(err)}`}\n`,
+    );
+    process.exit(err instanceof UserError ? 2 : 1);
+  },
+);

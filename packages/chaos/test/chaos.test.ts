@@ -1,0 +1,16 @@
+// CI's budget of generated fault schedules: a few per pattern and Node line, a new seed each time
+// (printed; CHAOS_SEED=<seed> runs the same ones). `pnpm chaos <pattern> --runs N` soaks for longer.
+import { expect, it } from "vitest";
+import { chaos } from "../src/chaos.js";
+import { scenarios } from "../src/scenarios.js";
+
+const runs = Number(process.env.CHAOS_RUNS ?? 6);
+const seed = process.env.CHAOS_SEED === undefined ? undefined : Number(process.env.CHAOS_SEED);
+
+for (const [name, scenario] of Object.entries(scenarios))
+  it.skipIf(scenario.notInCi !== undefined)(`${name}: ${runs} generated fault schedules keep the model (${scenario.model})`, async () => {
+    const report = await chaos(scenario, { runs, seed, timeLimitMs: 150_000 });
+    const why = report.failure && `${report.failure.violations.join("; ")} — replay: ${report.failure.replay}`;
+    expect(why, `seed ${report.seed}`).toBeUndefined();
+    expect(report.schedules).toBeGreaterThan(0);
+  });
