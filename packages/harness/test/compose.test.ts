@@ -12,7 +12,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { findServerBinary, repoRoot } from "../src/binary.js";
 import { metaReady, untilWhole } from "../src/cluster.js";
-import { freePort, loginWith, rolePasswords, serverProcess } from "../src/server.js";
+import { freePort, loginWith, reservePorts, rolePasswords, serverProcess } from "../src/server.js";
 
 interface Service {
   image: string;
@@ -66,11 +66,16 @@ describe("docker-compose.yml", () => {
    * Runs a service's command with the local nats-server: /etc/nats is nats/, /data a temp dir, ports
    * free, the cluster's host names (n1:6222, ...) loopback ports, and no --client_advertise.
    */
-  async function runService(name: string, env?: Record<string, string>, routes: Record<string, number> = {}) {
+  async function runService(
+    name: string,
+    env?: Record<string, string>,
+    routes: Record<string, number> = {},
+    ports?: { port: number; http: number },
+  ) {
     const s = compose.services[name]!;
     const dir = mkdtempSync(join(tmpdir(), `jsp-compose-${name}-`));
     dirs.push(dir);
-    const [port, http] = [await freePort(), await freePort()];
+    const { port, http } = ports ?? { port: await freePort(), http: await freePort() };
     const at = s.command.indexOf("--client_advertise");
     const command = at < 0 ? s.command : [...s.command.slice(0, at), ...s.command.slice(at + 2)];
     const flags = command
@@ -117,14 +122,19 @@ describe("docker-compose.yml", () => {
 
   it("runs the cluster profile's three commands: they form one JetStream cluster", async () => {
     const names = ["n1", "n2", "n3"];
-    const routes = Object.fromEntries(await Promise.all(names.map(async (n) => [n, await freePort()] as const)));
     // As the harness's own clusters: up to three fresh starts until the meta group takes in every node
-    // (2.10.27 sometimes forms it of two nodes for good: see untilWhole).
+    // (2.10.27 sometimes forms it of two nodes for good: see untilWhole). Each start's nine ports are
+    // chosen at once (ports chosen one by one can repeat: a node's HTTP port on another's route).
     const nodes = await untilWhole(async () => {
-      const started = await Promise.all(names.map((n) => runService(n, undefined, routes)));
+      const reserved = await reservePorts(3 * names.length);
+      const free = [...reserved.ports];
+      const routes = Object.fromEntries(names.map((n) => [n, free.pop()!] as const));
+      const own = names.map(() => ({ port: free.pop()!, http: free.pop()! }));
+      await reserved.release();
+      const started = await Promise.all(names.map((n, i) => runService(n, undefined, routes, own[i])));
       try {
         const up = started.map((n, i) => ({ name: names[i]!, http: n.http, running: n.proc.running }));
-        await metaReady(up, 10_000, true);
+        await metaReady(up, 20_000, true);
         return started;
       } catch (err) {
         await Promise.all(started.map((n) => n.proc.halt("SIGTERM")));
