@@ -57,6 +57,30 @@ describe(`the kit's pull() on nats-server ${process.env.NATS_SERVER_VERSION ?? "
     expect(runs.filter((r) => r.delivery > 1)).toEqual([]);
   });
 
+  it("hands out its hand in stream order: a redelivered earlier message goes before the later ones still waiting", async () => {
+    for (let i = 1; i <= 10; i++) await jetstream(nc).publish("pulled.x", String(i));
+    // Another instance takes seq 1 and never answers: the server hands it out again after the 1 s
+    // ack_wait, into the pull below, whose hand then still holds 6..10.
+    const other = await (await jetstream(nc).consumers.get("PULLED", "c")).fetch({ max_messages: 1, expires: 1_000 });
+    for await (const m of other) expect(m.seq).toBe(1);
+    const order: number[] = [];
+    await start(
+      async (m) => {
+        order.push(m.seq);
+        await sleep(250);
+        m.ack();
+      },
+      { batch: 10 },
+    );
+    await waitFor("10 handled", () => order.length >= 10, { timeoutMs: 10_000, detail: () => order });
+    await sleep(500);
+    expect([...order].sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]); // each once
+    // Once seq 1 is in hand it is the next one handled: the rest, before and after it, in order.
+    const at = order.indexOf(1);
+    expect(at).toBeLessThan(9);
+    expect(order.filter((s) => s !== 1)).toEqual([2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  });
+
   it("with keyOf, never handles a later message of a key before one of that key that failed", async () => {
     for (const s of ["a.1", "b.1", "a.2", "a.3", "b.2"]) await jetstream(nc).publish(`pulled.${s.split(".")[0]}`, s);
     const handled: string[] = [];
