@@ -118,8 +118,9 @@ export interface PullOptions extends ServeOptions {
 }
 
 /**
- * Fetches messages into a hand of at most `batch` and hands each to `handle`, in stream order, with
- * the policy above, until stop(). Every message in hand, handled or waiting its turn, is kept alive
+ * Fetches messages into a hand of at most `batch` and hands each to `handle`, lowest stream sequence
+ * in hand first (so a message handed out again goes before later ones still waiting), with the
+ * policy above, until stop(). Every message in hand, handled or waiting its turn, is kept alive
  * (working(), every third of the consumer's ack_wait), so none runs out its ack_wait in the hand and
  * runs twice. A failed pull (a restart, missed heartbeats) is followed by a new one; a refused one ends
  * the loop with one line.
@@ -132,7 +133,15 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
   const ackWaitMs = (info.config.ack_wait ?? 30_000_000_000) / 1_000_000;
   const batch = o.batch ?? 8;
   const retryMs = o.retryMs ?? 1_000;
+  // Waiting their turn, lowest stream sequence first: a message handed out again (its ack_wait ran
+  // out at another instance, or a nak's delay ended) goes before the later ones that came before it.
   const hand: JsMsg[] = [];
+  let current: JsMsg | undefined; // the one being handled
+  const take = (m: JsMsg) => {
+    let at = hand.length;
+    while (at > 0 && hand[at - 1]!.seq > m.seq) at--;
+    hand.splice(at, 0, m);
+  };
   let fetching: ConsumerMessages | undefined;
   // Keys held by a failed message: the sequences the hold took (to be handled lowest first), and
   // when it lapses if nothing happens on it.
@@ -143,6 +152,7 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
   const heartbeat = setInterval(
     () => {
       if (o.nc.isClosed() || o.nc.isDraining()) return;
+      current?.working();
       for (const m of hand) m.working();
       const now = Date.now();
       for (const [key, hold] of held) if (now > hold.until) held.delete(key);
@@ -192,7 +202,7 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
   let fetcherDone = false;
   const fetcher = (async () => {
     while (!stopping && !o.nc.isClosed()) {
-      const room = batch - hand.length;
+      const room = batch - hand.length - (current ? 1 : 0);
       if (room < Math.ceil(batch / 2)) {
         await freed.wait();
         continue;
@@ -200,7 +210,7 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
       try {
         fetching = await consumer.fetch({ ...o.pullWith, max_messages: room, expires: o.expiresMs ?? 2_000 } as FetchMessages);
         for await (const m of fetching) {
-          hand.push(m);
+          take(m);
           fetched.wake();
         }
       } catch (err) {
@@ -228,10 +238,10 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
     for (;;) {
       // Stopping: what is in hand and not started goes back at once, for another instance.
       if (stopping) for (const rest of hand.splice(0)) if (!o.nc.isClosed()) rest.nak();
-      const m = hand[0];
-      if (m) {
-        await one(m);
-        hand.shift();
+      current = hand.shift();
+      if (current) {
+        await one(current);
+        current = undefined;
         if (batch - hand.length >= Math.ceil(batch / 2)) freed.wake();
         continue;
       }
