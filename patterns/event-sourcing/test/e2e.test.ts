@@ -1,6 +1,6 @@
 import { type JetStreamManager, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, type NatsConnection, nanos } from "@nats-io/transport-node";
 import { type NatsCluster, type NatsServer, sleep, startCluster, useServer, waitFor } from "@repo/harness";
 import { ApiCodes, apiCode, type Serving, storedMessages, versionAtLeast } from "@repo/kit";
 import { pino } from "pino";
@@ -240,6 +240,26 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
       detail: () => readBalance(stores.balances, "flaky"),
     });
     expect(await readBalance(stores.balances, "flaky")).toEqual({ balance: 10, seq: events.at(-1) });
+  });
+
+  it("counts an account's events on, in order, once another instance's hold on its first uncounted one ends", async () => {
+    await openWith("held", 1);
+    for (let i = 0; i < 8; i++) await run(cmd({ kind: "deposit", account: "held", amount: 1 }));
+    const events = (await history("held")).map((m) => m.seq);
+    await jsm.consumers.update(STREAM, PROJECTION, { ack_wait: nanos(1_000) });
+    // Another instance takes the account's first event and never answers (paused, then gone): the
+    // server hands it out again after the 1 s ack_wait, while this instance holds the later ones.
+    const other = await (await js().consumers.get(STREAM, PROJECTION)).fetch({ max_messages: 1, expires: 1_000 });
+    for await (const m of other) expect(m.seq).toBe(events[0]);
+    const counted: number[] = [];
+    const started = Date.now();
+    running.push(await startProjection({ nc, balances: stores.balances, log, onEvent: (_a, seq, c) => void (c && counted.push(seq)) }));
+    // One event's wait for the held one, and a retry delay or two: not a wait per event behind it.
+    await waitFor("all ten counted", () => counted.length === events.length, { timeoutMs: 30_000, detail: () => counted });
+    const tookMs = Date.now() - started;
+    expect(counted).toEqual(events);
+    expect(await readBalance(stores.balances, "held")).toEqual({ balance: 9, seq: events.at(-1) });
+    expect(tookMs).toBeLessThan(5_000);
   });
 
   it("ends a malformed event with a reason and goes on counting the account's later events", async () => {
