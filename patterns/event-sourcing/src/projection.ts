@@ -38,6 +38,9 @@ const WAIT_MS = 1_000;
 /** An event that cannot be counted yet (its earlier one is not, or another instance won the update) comes back after this. */
 const RETRY_MS = 200;
 
+/** Its account's earlier event is not counted yet: the event comes back, and the account's later ones wait behind it. */
+class NotItsTurn extends Error {}
+
 export async function startProjection(o: ProjectionOptions): Promise<Serving> {
   const js = jetstream(o.nc);
   const jsm = await jetstreamManager(o.nc);
@@ -57,7 +60,7 @@ export async function startProjection(o: ProjectionOptions): Promise<Serving> {
   const handle = async (m: JsMsg) => {
     const account = accountOf(m.subject);
     const turn = await turnOf(m, account);
-    if (!turn) return m.nak(RETRY_MS);
+    if (!turn) throw new NotItsTurn(`an earlier event of ${account} is not counted yet`);
     const { entry, before } = turn;
     const counted = m.seq > before.seq;
     // A malformed event (written around the command side) is passed over: its seq is recorded with the
@@ -86,6 +89,15 @@ export async function startProjection(o: ProjectionOptions): Promise<Serving> {
     await m.ackAck();
     o.onEvent?.(account, m.seq, counted);
   };
-  // An update that failed (or lost to another instance) is handed back and read afresh in RETRY_MS.
-  return pull(consumer, handle, { nc: o.nc, log: o.log, who: { projection: PROJECTION }, batch: 64, retryMs: RETRY_MS });
+  // An event that failed (not its turn, an update lost to another instance) is handed back and read
+  // afresh in RETRY_MS, and holds its account (keyOf): the account's later events in hand go back at
+  // once behind it rather than each waiting WAIT_MS for it, and are then counted lowest first.
+  return pull(consumer, handle, {
+    nc: o.nc,
+    log: o.log,
+    who: { projection: PROJECTION },
+    batch: 64,
+    retryMs: RETRY_MS,
+    keyOf: (m) => accountOf(m.subject),
+  });
 }
