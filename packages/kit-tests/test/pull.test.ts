@@ -130,6 +130,33 @@ describe("the kit's pull() keyOf, when the failed message is handled before thos
   });
 });
 
+describe("the kit's pull() keyOf, when the failed message never comes back to this instance", () => {
+  it("lets the hold lapse after ack_wait plus twice the delay, then handles the key's later messages", async () => {
+    for (const s of ["a.1", "a.2", "a.3"]) await jetstream(nc).publish("pulled.a", s);
+    const handled: string[] = [];
+    let failedAt = 0;
+    await start(
+      async (m) => {
+        const what = m.string();
+        if (what === "a.1") {
+          // Ends for good and fails: its ack landed but its answer was lost, or another instance took
+          // it meanwhile. The hold it leaves cannot end by a.1 being handled here.
+          m.ack();
+          failedAt = Date.now();
+          throw new Error("a.1's ack answer lost");
+        }
+        handled.push(what);
+        m.ack();
+      },
+      { keyOf: (m: JsMsg) => m.subject, retryMs: 200 },
+    );
+    // a.2 and a.3 come back every 200 ms while held: that must not keep the hold alive.
+    await waitFor("a.2 and a.3 handled", () => handled.length >= 2, { timeoutMs: 10_000, detail: () => handled });
+    expect(handled).toEqual(["a.2", "a.3"]);
+    expect(Date.now() - failedAt).toBeGreaterThanOrEqual(1_000 + 2 * 200 - 50); // not before the hold lapsed
+  });
+});
+
 describe("the kit's pull() given options the client refuses", () => {
   it("stops at once with the reason in `stopped`, rather than pulling again for ever", async () => {
     await start(async () => {}, { expiresMs: 500 }); // nats.js wants at least 1 s
