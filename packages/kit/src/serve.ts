@@ -107,8 +107,9 @@ export interface PullOptions extends ServeOptions {
    * Where order per key matters: the key of a message (an account, an order id). A message whose
    * handler failed holds its key: every later message of that key that this loop gets is handed back
    * (nak, the same delay) and joins the hold, and the key's messages are then handled only lowest
-   * sequence first, until every one the hold took is handled. A hold with nothing happening on it
-   * for ack_wait plus twice the delay lapses (its messages may have gone to another instance). Held
+   * sequence first, until every one the hold took is handled. A hold lapses ack_wait plus twice the
+   * delay after the last failure of one of its messages (the failed one may have gone to another
+   * instance, or ended: an ack that landed but whose answer was lost). Held
    * messages stay ack-pending: many held keys can fill the consumer's max_ack_pending, and each nak
    * is a delivery (keep max_deliver unlimited with keyOf). A malformed message holds nothing.
    */
@@ -125,6 +126,12 @@ export interface PullOptions extends ServeOptions {
  * runs twice. A failed pull (a restart, missed heartbeats) is followed by a new one; a refused one ends
  * the loop with one line.
  */
+function lowest(seqs: Set<number>): number {
+  let low = Number.POSITIVE_INFINITY;
+  for (const s of seqs) if (s < low) low = s;
+  return low;
+}
+
 export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<void>, o: PullOptions): Promise<Serving> {
   let stopping = false;
   let stopped: string | undefined;
@@ -171,9 +178,10 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
       held.delete(key!);
       hold = undefined;
     }
-    if (hold && m.seq > Math.min(...hold.seqs)) {
+    if (hold && m.seq > lowest(hold.seqs)) {
+      // Joining it does not keep the hold alive: held messages come back every retryMs, and a hold
+      // whose lowest message went elsewhere would never lapse.
       hold.seqs.add(m.seq);
-      hold.until = lapse();
       m.nak(retryMs); // behind an earlier message of its key
       o.log.debug({ ...o.who, seq: m.seq, key }, "held behind an earlier message of its key");
       return;
