@@ -86,7 +86,9 @@ export async function startProjection(o: ProjectionOptions): Promise<Serving> {
       throw malformed;
     }
     await o.beforeAck?.(m);
-    await m.ackAck();
+    // The count is stored: an ack whose answer is lost (a reconnect) must not hold the account. If
+    // the ack itself was lost, the event comes back and is skipped by its sequence.
+    await m.ackAck().catch(() => false);
     o.onEvent?.(account, m.seq, counted);
   };
   // An event that failed (not its turn, an update lost to another instance) is handed back and read
