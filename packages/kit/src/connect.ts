@@ -73,7 +73,14 @@ const SERVER = /^([a-z][a-z0-9+.-]*:\/\/)?(\[[0-9a-f:.]+\]|[^\s/:@[\],]+)(:\d{1,
  * NATS_URL there, and the piece before it would be a "server" holding part of the password.
  */
 function serversToDial(urls: string[]): string[] {
+  const firstSchemed = urls.findIndex((u) => SCHEME.test(u));
   return urls.map((url, i) => {
+    // After a server with a scheme, one with user info and none is most likely a password's tail:
+    // "nats://u:pa,ss@host" is "nats://u:pa" and "ss@host", and "pa" must not be dialled or printed.
+    if (firstSchemed >= 0 && firstSchemed < i && !SCHEME.test(url) && userInfo(url))
+      throw new UserError(
+        `NATS_URL's server ${i + 1} of ${urls.length} has user info but no scheme, after one with a scheme: write a "," in a password as %2C, or give that server its scheme (nats://)`,
+      );
     const server = redactUrl(url);
     if (!SERVER.test(server))
       throw new UserError(
