@@ -161,8 +161,19 @@ export function startPulling(nc: NatsConnection, o: PullerOptions): Puller {
       }, 250);
     },
   });
-  // A pull lost on the way (a reconnect, a server restart) never answers: after two expiries of silence
-  // it is forgotten and the worker asks again.
+  // A reconnect: the pulls asked on the old connection may be gone (a restarted server forgot them and
+  // never answers them, while new pulls' 408s keep the silence below from ever lasting): forget them
+  // and ask again. At worst a few more jobs than free slots arrive, from a server that kept them.
+  const statuses = nc.status()[Symbol.asyncIterator]();
+  void (async () => {
+    for (let s = await statuses.next(); !s.done; s = await statuses.next()) {
+      if (s.value.type !== "reconnect" || asked === 0) continue;
+      lessAsked(asked);
+      o.onChange();
+    }
+  })().catch(() => {});
+  // A pull lost on the way without a reconnect never answers: after two expiries of silence it is
+  // forgotten and the worker asks again.
   const tick = setInterval(() => {
     o.onTick?.();
     if (asked > 0 && Date.now() - heard > 2 * o.expiresMs + 1_000) {
@@ -189,6 +200,7 @@ export function startPulling(nc: NatsConnection, o: PullerOptions): Puller {
         }
         clearInterval(tick);
         clearTimeout(forget);
+        void statuses.return?.();
         if (!nc.isClosed()) sub.unsubscribe();
       })();
       return closing;
