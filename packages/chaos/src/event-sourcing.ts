@@ -182,5 +182,4 @@ export const eventSourcing: Scenario<Step> = {
   model: "no balance below zero in any stored history, no command stored twice, accepted ones stored, projections equal the history",
   steps: schedule(commands, step),
   run,
-  notInCi: "open finding: after pauses or a restart the projection can take more than 45 s to catch up (packages/chaos/README.md)",
 };
