@@ -1,0 +1,31 @@
+// pnpm mutate: mutation testing of the kit with Stryker (too slow for CI; the scores are in
+// packages/kit-tests/README.md). Each mutant is run against the kit's own tests (packages/kit-tests,
+// real nats-servers) that cover it. In place: the workspace links @repo/kit to packages/kit itself, so a
+// sandbox copy would never be loaded; Stryker puts every file back when it ends (check `git status`
+// after an interrupted run). MUTATE=packages/kit/src/errors.ts pnpm mutate runs one file.
+const files = process.env.MUTATE?.split(",") ?? [
+  "packages/kit/src/publisher.ts",
+  "packages/kit/src/pulling.ts",
+  "packages/kit/src/serve.ts",
+  "packages/kit/src/errors.ts",
+  "packages/kit/src/stream.ts",
+];
+
+export default {
+  testRunner: "vitest",
+  // pnpm keeps the runner out of the core's sight: name it by where it is.
+  plugins: [import.meta.resolve("@stryker-mutator/vitest-runner")],
+  vitest: { configFile: "packages/kit-tests/vitest.config.ts", related: false },
+  mutate: files,
+  inPlace: true,
+  disableTypeChecks: false, // vitest does not type-check; else every source file gets a // @ts-nocheck in place
+  concurrency: 1, // two cores: one test process beside its nats-servers
+  coverageAnalysis: "perTest",
+  timeoutMS: 30_000,
+  reporters: ["clear-text", "progress", "json"],
+  jsonReporter: { fileName: `.cache/mutation/${process.env.MUTATE ? "some" : "kit"}.json` },
+  tempDirName: ".cache/stryker-tmp",
+  cleanTempDir: "always",
+  ignoreStatic: true,
+  thresholds: { high: 90, low: 80, break: null },
+};
