@@ -42,6 +42,8 @@ interface Refusal {
   msg: (subject: string) => Omit<OutgoingMessage, "subject"> & { subject?: string };
   /** The publisher's own `stream` option (Nats-Expected-Stream). */
   expect?: string;
+  /** A passing refusal (a 503: room or a stream may come): sent again until its attempts run out. */
+  passing?: true;
 }
 
 const big = new Uint8Array(64);
@@ -78,6 +80,7 @@ const refusals: Refusal[] = [
   },
   {
     name: "maximum messages exceeded (discard new)",
+    passing: true,
     code: 10077,
     stream: { max_msgs: 1, discard: "new" as StreamConfig["discard"] },
     before: async (_s, subject) => void (await publishBatch(nc, [{ subject, data: big }], { what: "seed" })),
@@ -85,12 +88,14 @@ const refusals: Refusal[] = [
   },
   {
     name: "maximum bytes exceeded (discard new)",
+    passing: true,
     code: 10077,
     stream: { max_bytes: 1024, discard: "new" as StreamConfig["discard"] },
     msg: () => ({ data: new Uint8Array(2048) }),
   },
   {
     name: "maximum messages per subject exceeded (discard new per subject)",
+    passing: true,
     since: "2.10.0",
     code: 10077,
     stream: { max_msgs_per_subject: 1, discard: "new" as StreamConfig["discard"], discard_new_per_subject: true },
@@ -128,7 +133,7 @@ const refusals: Refusal[] = [
     code: 10174,
     msg: () => ({ data: big, headers: hdrs({ "Nats-Batch-Id": "b1", "Nats-Batch-Sequence": "1", "Nats-Batch-Commit": "1" }) }),
   },
-  { name: "no stream listens (no responders)", code: 503, msg: (subject) => ({ data: big, subject: `${subject}-nowhere` }) },
+  { name: "no stream listens (no responders)", code: 503, passing: true, msg: (subject) => ({ data: big, subject: `${subject}-nowhere` }) },
 ];
 
 async function streamFor(r: Refusal) {
@@ -150,8 +155,11 @@ describe(`the publisher's refusals on nats-server ${process.env.NATS_SERVER_VERS
       try {
         const result = await publisher.publish({ subject, ...rest });
         expect(result.error, JSON.stringify(result)).toBeTruthy();
+        expect(result.error).not.toMatch(/^error \d+$/); // the server's own words
         expect(result.code).toBe(r.code);
         expect(result.seq).toBe(0);
+        // A lasting refusal is not sent again; a passing one is, until its attempts run out.
+        expect(result.attempts).toBe(r.passing ? 2 : 1);
       } finally {
         publisher.close();
       }
@@ -173,6 +181,58 @@ describe(`the publisher's refusals on nats-server ${process.env.NATS_SERVER_VERS
       expect((await jsm.streams.info(s.name)).state.last_seq).toBe(s.before);
     });
   }
+
+  it("sends a publish refused by a full discard-new stream again, and stores it once there is room", async () => {
+    const name = `REFUSE_${++n}`;
+    const subject = `room.${n}`;
+    await jsm.streams.add({ name, subjects: [subject], max_msgs: 1, discard: "new" as StreamConfig["discard"] });
+    await publishBatch(nc, [{ subject, data: big }], { what: "seed", stream: name });
+    const publisher = createPublisher(nc, { stream: name });
+    try {
+      const pending = publisher.publish({ subject, data: big, id: "waits-for-room" });
+      await new Promise((r) => setTimeout(r, 150)); // refused once at least (the next try is 100 ms later)
+      await jsm.streams.purge(name); // a consumer of a work queue acks, room comes
+      const result = await pending;
+      expect(result.error, JSON.stringify(result)).toBeUndefined();
+      expect(result.attempts).toBeGreaterThan(1);
+      expect((await storedMessages(jsm, name)).map((m) => [m.seq, m.header.get("Nats-Msg-Id")])).toEqual([[result.seq, "waits-for-room"]]);
+    } finally {
+      publisher.close();
+    }
+  });
+
+  it("sends a publish no stream answered (503) again, and stores it once the stream exists", async () => {
+    const name = `REFUSE_${++n}`;
+    const subject = `later.${n}`;
+    const publisher = createPublisher(nc);
+    try {
+      const pending = publisher.publish({ subject, data: big, id: "before-its-stream" });
+      await new Promise((r) => setTimeout(r, 150));
+      await jsm.streams.add({ name, subjects: [subject] });
+      const result = await pending;
+      expect(result.error, JSON.stringify(result)).toBeUndefined();
+      expect(result.attempts).toBeGreaterThan(1);
+      expect((await storedMessages(jsm, name)).map((m) => m.seq)).toEqual([result.seq]);
+    } finally {
+      publisher.close();
+    }
+  });
+
+  it("reports a copy of a msg id as a duplicate, with the stored message's sequence, stored once", async () => {
+    const name = `REFUSE_${++n}`;
+    const subject = `copy.${n}`;
+    await jsm.streams.add({ name, subjects: [subject] });
+    const publisher = createPublisher(nc, { stream: name });
+    try {
+      const first = await publisher.publish({ subject, data: big, id: "one" });
+      const copy = await publisher.publish({ subject, data: big, id: "one" });
+      expect(first).toMatchObject({ duplicate: false, error: undefined });
+      expect(copy).toMatchObject({ duplicate: true, error: undefined, seq: first.seq });
+      expect((await storedMessages(jsm, name)).map((m) => m.seq)).toEqual([first.seq]);
+    } finally {
+      publisher.close();
+    }
+  });
 
   it("stores the good messages of a batch and fails only the refused ones, each read back", async () => {
     const name = `REFUSE_${++n}`;

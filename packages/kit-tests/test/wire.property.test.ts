@@ -2,7 +2,7 @@
 // random and malformed inputs give the right value or a clear error, never a crash or a wrong value.
 // fast-check prints the seed and the shrunk input of a failure; FC_SEED=<seed> replays it.
 import { fc, test } from "@fast-check/vitest";
-import { ackInfo, jsonObject, MalformedPayload, optionsFromEnv, redactUrl, UserError, urlCredentials } from "@repo/kit";
+import { ackInfo, jsonObject, MalformedPayload, optionsFromEnv, redactUrl, seqAtEnd, UserError, urlCredentials } from "@repo/kit";
 import { describe, expect, it } from "vitest";
 
 const token = fc.stringMatching(/^[A-Za-z0-9_-]{1,24}$/);
@@ -59,6 +59,56 @@ describe("ackInfo: the delivery count and sequence in a JetStream ack subject", 
     expect(reply.startsWith("$JS.ACK.")).toBe(true);
     expect(Number.isSafeInteger(info.delivered) && info.delivered >= 1).toBe(true);
     expect(Number.isSafeInteger(info.seq) && info.seq >= 1).toBe(true);
+  });
+});
+
+describe("seqAtEnd: the publisher's fast read of a publish answer", () => {
+  const enc = new TextEncoder();
+  const name = fc.string({ minLength: 1, maxLength: 32, unit: "grapheme" });
+  const seq = fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
+  // What nats-server answers a publish, its fields in the order it writes them.
+  const stored = fc.record({ stream: name, domain: fc.option(name, { nil: undefined }), seq });
+  const other = fc.oneof(
+    stored.map((a) => ({ ...a, duplicate: true })),
+    stored.map((a) => ({ ...a, seq: 0 })),
+    fc.record({
+      error: fc.record({ code: fc.constantFrom(400, 429, 500, 503), err_code: fc.nat(), description: name }),
+      stream: name,
+      seq: fc.constant(0),
+    }),
+    fc.record({ error: fc.record({ code: fc.constantFrom(400, 503), description: name }) }),
+  );
+  const answer = (o: object) => enc.encode(JSON.stringify(o));
+
+  test.prop([stored])("reads N from a stored ack, with a domain or without: no parse needed", (a) => {
+    expect(seqAtEnd(answer(a))).toBe(a.seq);
+  });
+
+  test.prop([other])("is -1 for a duplicate, an error answer or a sequence 0: JSON.parse reads those", (a) => {
+    expect(seqAtEnd(answer(a))).toBe(-1);
+  });
+
+  // A stored ack cut short, or with one byte changed: never a sequence the whole answer does not say.
+  test.prop([stored, fc.nat(), fc.integer({ min: 0, max: 255 }), fc.boolean()])(
+    "gives a damaged ack's own sequence or -1, never another number",
+    (a, at, byte, cut) => {
+      const b = answer(a);
+      const i = at % b.length;
+      const damaged = cut ? b.slice(0, i) : b.map((x, k) => (k === i ? byte : x));
+      const got = seqAtEnd(damaged);
+      if (got === -1) return;
+      const text = new TextDecoder().decode(damaged);
+      expect(text.startsWith('{"stream":')).toBe(true);
+      expect(got).toBe(Number(/"seq":(\d+)\}$/.exec(text)?.[1]));
+      expect(got).toBeGreaterThan(0);
+    },
+  );
+
+  test.prop([fc.uint8Array({ maxLength: 64 })])("any bytes: -1 or a whole number the bytes end with", (b) => {
+    const got = seqAtEnd(b);
+    if (got === -1) return;
+    expect(got).toBeGreaterThan(0);
+    expect(got).toBe(Number(/"seq":(\d+)\}$/.exec(new TextDecoder().decode(b))?.[1]));
   });
 });
 

@@ -26,6 +26,7 @@ export {
   type PublisherOptions,
   type PublishResult,
   publishBatch,
+  seqAtEnd,
   type Tally,
 } from "./publisher.js";
 export { ackInfo, Delivery, type Puller, type PullerOptions, startPulling } from "./pulling.js";

@@ -116,7 +116,7 @@ const CLOSE_BRACE = 0x7d;
  * same (`{"error":{…},"stream":"S","seq":0}`), so it is told apart twice: it begins with "error",
  * and no stream stores at sequence 0.
  */
-function seqAtEnd(b: Uint8Array): number {
+export function seqAtEnd(b: Uint8Array): number {
   for (let k = 0; k < STREAM.length; k++) if (b[k] !== STREAM[k]) return -1;
   let i = b.length - 1;
   if (b[i] !== CLOSE_BRACE) return -1;
