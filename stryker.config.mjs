@@ -3,6 +3,10 @@
 // real nats-servers) that cover it. In place: the workspace links @repo/kit to packages/kit itself, so a
 // sandbox copy would never be loaded; Stryker puts every file back when it ends (check `git status`
 // after an interrupted run). MUTATE=packages/kit/src/errors.ts pnpm mutate runs one file.
+// The property tests' names carry their seed (fast-check): without a fixed one, a test found in the dry
+// run has another name in each mutant's run, is never run for it, and every mutant only it kills survives.
+process.env.FC_SEED ??= "20261203";
+
 const files = process.env.MUTATE?.split(",") ?? [
   "packages/kit/src/publisher.ts",
   "packages/kit/src/pulling.ts",

@@ -3,5 +3,5 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   root: import.meta.dirname,
-  test: { testTimeout: 60_000, hookTimeout: 30_000 },
+  test: { testTimeout: 60_000, hookTimeout: 30_000, setupFiles: ["test/fixtures/fc-seed.ts"] },
 });

@@ -234,6 +234,28 @@ describe(`the publisher's refusals on nats-server ${process.env.NATS_SERVER_VERS
     }
   });
 
+  // Something that is not a stream answers the subject (a core service, a stray responder): whatever
+  // it says, the message is not called stored.
+  for (const [what, answer] of [
+    ["an answer that is not JSON", "OK"],
+    ["a JSON answer without a sequence", "{}"],
+    ["an error without a description", '{"error":{"code":500}}'],
+  ] as const) {
+    it(`reports ${what} from something that is not a stream as an error, never as stored`, async () => {
+      const subject = `notastream.${++n}`;
+      const responder = nc.subscribe(subject, { callback: (_e, m) => m.respond(answer) });
+      const publisher = createPublisher(nc);
+      try {
+        const result = await publisher.publish({ subject, data: big });
+        expect(result).toMatchObject({ seq: 0, duplicate: false, attempts: 1 });
+        expect(result.error).toMatch(/^(unreadable ack: OK|ack without a sequence: \{\}|error 500)$/);
+      } finally {
+        publisher.close();
+        responder.unsubscribe();
+      }
+    });
+  }
+
   it("stores the good messages of a batch and fails only the refused ones, each read back", async () => {
     const name = `REFUSE_${++n}`;
     await jsm.streams.add({ name, subjects: [`mixed.${n}.>`], max_msg_size: 256 }); // headers count too
