@@ -243,7 +243,7 @@ describe(`the publisher's refusals on nats-server ${process.env.NATS_SERVER_VERS
   ] as const) {
     it(`reports ${what} from something that is not a stream as an error, never as stored`, async () => {
       const subject = `notastream.${++n}`;
-      const responder = nc.subscribe(subject, { callback: (_e, m) => m.respond(answer) });
+      const responder = nc.subscribe(subject, { callback: (_e, m) => void m.respond(answer) });
       const publisher = createPublisher(nc);
       try {
         const result = await publisher.publish({ subject, data: big });
