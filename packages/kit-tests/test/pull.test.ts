@@ -157,6 +157,40 @@ describe("the kit's pull() keyOf, when the failed message never comes back to th
   });
 });
 
+describe("the kit's pull() stopped while messages are on their way to it", () => {
+  it("hands every one back: all go to the next instance at once, none waits out its ack_wait", async () => {
+    // ack_wait 30 s, as a deployed consumer: a message the server sent to a pull nobody reads any more
+    // stays ack-pending that long.
+    await jsm.consumers.add("PULLED", { durable_name: "slow", ack_policy: AckPolicy.Explicit, ack_wait: nanos(30_000) });
+    const consumer = await jetstream(nc).consumers.get("PULLED", "slow");
+    for (let i = 0; i < 100; i++) await jetstream(nc).publish("pulled.x", String(i));
+    // The first instance hands every message straight back, so deliveries stream to it without pause
+    // and some are on the wire when it stops.
+    let bounced = 0;
+    const first = await pull(
+      consumer,
+      async (m) => {
+        bounced++;
+        m.nak();
+      },
+      { nc, log, who: { test: "first" }, batch: 8 },
+    );
+    await waitFor("deliveries streaming", () => bounced >= 200, { timeoutMs: 10_000 });
+    await first.stop();
+    const handled = new Set<number>();
+    const next = async (m: JsMsg) => {
+      handled.add(m.seq);
+      m.ack();
+    };
+    running.push(await pull(consumer, next, { nc, log, who: { test: "next" }, batch: 8 }));
+    await waitFor("all 100 handled by the next instance", () => handled.size >= 100, {
+      timeoutMs: 10_000,
+      detail: async () => ({ handled: handled.size, ack_pending: (await jsm.consumers.info("PULLED", "slow")).num_ack_pending }),
+    });
+    expect(handled.size).toBe(100);
+  });
+});
+
 describe("the kit's pull() given options the client refuses", () => {
   it("stops at once with the reason in `stopped`, rather than pulling again for ever", async () => {
     await start(async () => {}, { expiresMs: 500 }); // nats.js wants at least 1 s
