@@ -9,7 +9,7 @@
 // message is ended (term, with the reason on nats-server >= 2.10.4); any other error hands the message
 // back (nak) to come again after `retryMs`. Only the loop itself failing (its consumer gone, a refused
 // pull) ends it, and `stopped` then says why, for /healthz.
-import type { Consumer, ConsumerInfo, ConsumerMessages, FetchMessages, JsMsg } from "@nats-io/jetstream";
+import type { Consumer, ConsumerInfo, FetchMessages, JsMsg } from "@nats-io/jetstream";
 import { delay, errors, type NatsConnection } from "@nats-io/transport-node";
 import { explain } from "./cli.js";
 import { messageOf, type Refusal, watchRefusals } from "./errors.js";
@@ -34,7 +34,10 @@ function refusalsOf(nc: NatsConnection, { stream_name, name }: ConsumerInfo): { 
 }
 
 export interface Serving {
-  /** Stops pulling and waits for the message being handled; the rest of the hand goes back at once (nak). */
+  /**
+   * Stops pulling and waits for the message being handled and for the pull under way to end (pull():
+   * expiresMs at most); the rest of the hand, and what that pull still brings, goes back at once (nak).
+   */
   stop(): Promise<void>;
   /** Why the loop ended by itself (undefined while it runs, or after stop()): /healthz answers 503 with it. */
   readonly stopped: string | undefined;
@@ -149,7 +152,6 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
     while (at > 0 && hand[at - 1]!.seq > m.seq) at--;
     hand.splice(at, 0, m);
   };
-  let fetching: ConsumerMessages | undefined;
   // Keys held by a failed message: the sequences the hold took (to be handled lowest first), and
   // when it lapses if nothing happens on it.
   const held = new Map<string, { seqs: Set<number>; until: number }>();
@@ -216,7 +218,7 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
         continue;
       }
       try {
-        fetching = await consumer.fetch({ ...o.pullWith, max_messages: room, expires: o.expiresMs ?? 2_000 } as FetchMessages);
+        const fetching = await consumer.fetch({ ...o.pullWith, max_messages: room, expires: o.expiresMs ?? 2_000 } as FetchMessages);
         for await (const m of fetching) {
           take(m);
           fetched.wake();
@@ -265,8 +267,9 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
     },
     async stop() {
       stopping = true;
-      // The pull under way ends now rather than at its expiry; what is in hand is handled first.
-      await fetching?.close();
+      // The pull under way is left to end by itself (at its expiry, expiresMs at most): closing it
+      // would unsubscribe while the server may still be sending to it, and what it sent then would
+      // stay ack-pending for ack_wait. What it brings goes back at once, as does the rest of the hand.
       freed.wake();
       await loop;
     },
