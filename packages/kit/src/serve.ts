@@ -9,7 +9,7 @@
 // message is ended (term, with the reason on nats-server >= 2.10.4); any other error hands the message
 // back (nak) to come again after `retryMs`. Only the loop itself failing (its consumer gone, a refused
 // pull) ends it, and `stopped` then says why, for /healthz.
-import type { Consumer, ConsumerInfo, FetchMessages, JsMsg } from "@nats-io/jetstream";
+import type { Consumer, ConsumerInfo, ConsumerMessages, FetchMessages, JsMsg } from "@nats-io/jetstream";
 import { delay, errors, type NatsConnection } from "@nats-io/transport-node";
 import { explain } from "./cli.js";
 import { messageOf, type Refusal, watchRefusals } from "./errors.js";
@@ -36,7 +36,8 @@ function refusalsOf(nc: NatsConnection, { stream_name, name }: ConsumerInfo): { 
 export interface Serving {
   /**
    * Stops pulling and waits for the message being handled and for the pull under way to end (pull():
-   * expiresMs at most); the rest of the hand, and what that pull still brings, goes back at once (nak).
+   * its expiry, or twice it and a second at most); the rest of the hand, and what that pull still
+   * brings, goes back at once (nak).
    */
   stop(): Promise<void>;
   /** Why the loop ended by itself (undefined while it runs, or after stop()): /healthz answers 503 with it. */
@@ -154,6 +155,7 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
   };
   // Keys held by a failed message: the sequences the hold took (to be handled lowest first), and
   // when it lapses if nothing happens on it.
+  let fetching: ConsumerMessages | undefined;
   const held = new Map<string, { seqs: Set<number>; until: number }>();
   const lapse = () => Date.now() + ackWaitMs + 2 * retryMs;
   // A handler that never returns keeps its message (and the hand behind it) alive for ever: give the
@@ -218,7 +220,7 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
         continue;
       }
       try {
-        const fetching = await consumer.fetch({ ...o.pullWith, max_messages: room, expires: o.expiresMs ?? 2_000 } as FetchMessages);
+        fetching = await consumer.fetch({ ...o.pullWith, max_messages: room, expires: o.expiresMs ?? 2_000 } as FetchMessages);
         for await (const m of fetching) {
           take(m);
           fetched.wake();
@@ -270,7 +272,11 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
       // The pull under way is left to end by itself (at its expiry, expiresMs at most): closing it
       // would unsubscribe while the server may still be sending to it, and what it sent then would
       // stay ack-pending for ack_wait. What it brings goes back at once, as does the rest of the hand.
+      // A pull that cannot end (the connection is down: no expiry, no missed heartbeat) is closed
+      // after twice its expiry and a second, as pulling.ts forgets a silent pull.
       freed.wake();
+      const waited = await Promise.race([loop.then(() => true), delay(2 * (o.expiresMs ?? 2_000) + 1_000).then(() => false)]);
+      if (!waited) await fetching?.close();
       await loop;
     },
   };
