@@ -191,6 +191,49 @@ describe("the kit's pull() stopped while messages are on their way to it", () =>
   });
 });
 
+describe("the kit's pull() stopped with messages in hand and its pull still open", () => {
+  it("hands them back past the open pull's end: none comes back to it and spends a delivery (max_deliver 2)", async () => {
+    // Four messages and a batch of 8: the pull under way stays open (2 s) for four more. A message
+    // handed back at once would come straight back to it, be handed back again, and with max_deliver 2
+    // never reach the next instance.
+    await jsm.consumers.add("PULLED", { durable_name: "two", ack_policy: AckPolicy.Explicit, ack_wait: nanos(30_000), max_deliver: 2 });
+    const consumer = await jetstream(nc).consumers.get("PULLED", "two");
+    for (let i = 0; i < 4; i++) await jetstream(nc).publish("pulled.x", String(i));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let got = 0;
+    const first = await pull(
+      consumer,
+      async (m) => {
+        got++;
+        if (m.seq === 1) await gate; // three more wait in hand behind it
+        m.ack();
+      },
+      { nc, log, who: { test: "first" }, batch: 8 },
+    );
+    await waitFor("the first message in the handler", () => got >= 1, { timeoutMs: 5_000 });
+    const stopping = first.stop();
+    release();
+    await stopping;
+    const handled = new Set<number>();
+    running.push(
+      await pull(
+        consumer,
+        async (m) => {
+          handled.add(m.seq);
+          m.ack();
+        },
+        { nc, log, who: { test: "next" }, batch: 8 },
+      ),
+    );
+    await waitFor("seqs 2-4 handled by the next instance", () => handled.size >= 3, {
+      timeoutMs: 10_000,
+      detail: async () => ({ handled: [...handled], info: (await jsm.consumers.info("PULLED", "two")).num_ack_pending }),
+    });
+    expect([...handled].sort()).toEqual([2, 3, 4]);
+  });
+});
+
 describe("the kit's pull() given options the client refuses", () => {
   it("stops at once with the reason in `stopped`, rather than pulling again for ever", async () => {
     await start(async () => {}, { expiresMs: 500 }); // nats.js wants at least 1 s
