@@ -37,7 +37,7 @@ export interface Serving {
   /**
    * Stops pulling and waits for the message being handled and for the pull under way to end (pull():
    * its expiry, or twice it and a second at most); the rest of the hand, and what that pull still
-   * brings, goes back at once (nak).
+   * brings, goes back (nak) to come again once that pull has ended (after expiresMs).
    */
   stop(): Promise<void>;
   /** Why the loop ended by itself (undefined while it runs, or after stop()): /healthz answers 503 with it. */
@@ -85,17 +85,32 @@ function wakeable() {
   };
 }
 
+/**
+ * Sends an answer (nak, term) unless the connection is going away (closed, or draining: it refuses
+ * publishes partway through); the message then comes back after its ack_wait. Never throws, so a
+ * loop that answers while its connection closes still ends.
+ */
+function answer(nc: NatsConnection, send: () => void): boolean {
+  if (nc.isClosed() || nc.isDraining()) return false;
+  try {
+    send();
+    return true;
+  } catch {
+    return false; // closed since
+  }
+}
+
 /** The policy above, for one message whose handler threw `err`. */
 function settle(m: JsMsg, err: unknown, o: ServeOptions): void {
-  if (o.nc.isClosed()) return; // going away: the message comes back after its ack_wait
+  if (o.nc.isClosed() || o.nc.isDraining()) return; // going away: the message comes back after its ack_wait
   if (err instanceof MalformedPayload) {
     const reason = `malformed: ${err.message}`.slice(0, 200);
-    terminate(m, reason, o.nc.info?.version);
+    answer(o.nc, () => terminate(m, reason, o.nc.info?.version));
     o.log.warn({ ...o.who, seq: m.seq, reason }, "malformed message: terminated, not retried");
     return;
   }
   const retryMs = o.retryMs ?? 1_000;
-  m.nak(retryMs);
+  answer(o.nc, () => m.nak(retryMs));
   o.log.warn(
     { ...o.who, seq: m.seq, delivery: m.info.deliveryCount, err: messageOf(err), retry_ms: retryMs },
     "not handled; it comes back",
@@ -144,6 +159,7 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
   const ackWaitMs = (info.config.ack_wait ?? 30_000_000_000) / 1_000_000;
   const batch = o.batch ?? 8;
   const retryMs = o.retryMs ?? 1_000;
+  const expiresMs = o.expiresMs ?? 2_000;
   // Waiting their turn, lowest stream sequence first: a message handed out again (its ack_wait ran
   // out at another instance, or a nak's delay ended) goes before the later ones that came before it.
   const hand: JsMsg[] = [];
@@ -186,7 +202,7 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
       // Joining it does not keep the hold alive: held messages come back every retryMs, and a hold
       // whose lowest message went elsewhere would never lapse.
       hold.seqs.add(m.seq);
-      m.nak(retryMs); // behind an earlier message of its key
+      answer(o.nc, () => m.nak(retryMs)); // behind an earlier message of its key
       o.log.debug({ ...o.who, seq: m.seq, key }, "held behind an earlier message of its key");
       return;
     }
@@ -220,7 +236,7 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
         continue;
       }
       try {
-        fetching = await consumer.fetch({ ...o.pullWith, max_messages: room, expires: o.expiresMs ?? 2_000 } as FetchMessages);
+        fetching = await consumer.fetch({ ...o.pullWith, max_messages: room, expires: expiresMs } as FetchMessages);
         for await (const m of fetching) {
           take(m);
           fetched.wake();
@@ -246,22 +262,29 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
     fetcherDone = true;
     fetched.wake();
   })();
+  // Stopping: what is in hand and not started goes back, for another instance, once the pull still
+  // under way has ended (its expiry at most): handed back at once, it could come straight back to that
+  // pull, be handed back again, and spend its max_deliver on the way out. A connection going away
+  // takes no answer: the message comes back after its ack_wait.
+  const handBack = (m: JsMsg) => answer(o.nc, () => m.nak(expiresMs));
   const loop = (async () => {
-    for (;;) {
-      // Stopping: what is in hand and not started goes back at once, for another instance.
-      if (stopping) for (const rest of hand.splice(0)) if (!o.nc.isClosed()) rest.nak();
-      current = hand.shift();
-      if (current) {
-        await one(current);
-        current = undefined;
-        if (batch - hand.length >= Math.ceil(batch / 2)) freed.wake();
-        continue;
+    try {
+      for (;;) {
+        if (stopping) for (const rest of hand.splice(0)) handBack(rest);
+        current = hand.shift();
+        if (current) {
+          await one(current);
+          current = undefined;
+          if (batch - hand.length >= Math.ceil(batch / 2)) freed.wake();
+          continue;
+        }
+        if (fetcherDone) break;
+        await fetched.wait();
       }
-      if (fetcherDone) break;
-      await fetched.wait();
+      await fetcher;
+    } finally {
+      clearInterval(heartbeat);
     }
-    await fetcher;
-    clearInterval(heartbeat);
   })();
   return {
     get stopped() {
@@ -271,11 +294,11 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
       stopping = true;
       // The pull under way is left to end by itself (at its expiry, expiresMs at most): closing it
       // would unsubscribe while the server may still be sending to it, and what it sent then would
-      // stay ack-pending for ack_wait. What it brings goes back at once, as does the rest of the hand.
+      // stay ack-pending for ack_wait. What it brings goes back, as does the rest of the hand (handBack).
       // A pull that cannot end (the connection is down: no expiry, no missed heartbeat) is closed
       // after twice its expiry and a second, as pulling.ts forgets a silent pull.
       freed.wake();
-      const waited = await Promise.race([loop.then(() => true), delay(2 * (o.expiresMs ?? 2_000) + 1_000).then(() => false)]);
+      const waited = await Promise.race([loop.then(() => true), delay(2 * expiresMs + 1_000).then(() => false)]);
       if (!waited) await fetching?.close();
       await loop;
     },
