@@ -126,7 +126,7 @@ describe(`3-node cluster, nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
     await cluster.ready();
     await caughtUp(STREAM);
     await caughtUp(DLQ_STREAM);
-    for (const w of workers) await w.stop();
+    await Promise.all(workers.map((w) => w.stop()));
     await mover.stop();
   });
 

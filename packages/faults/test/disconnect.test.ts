@@ -42,6 +42,6 @@ describe("disconnected for longer than ack_wait", () => {
     await waitFor("every job processed", () => processed.size === all.length, { timeoutMs: 60_000 });
     await waitFor("the work stream drained", async () => (await (await jetstreamManager(nc)).streams.info(STREAM)).state.messages === 0);
     expect(processed.size).toBe(all.length); // nothing lost; a job in hand at the cut may have run twice
-    for (const w of workers) await w.stop();
+    await Promise.all(workers.map((w) => w.stop()));
   });
 });

@@ -66,7 +66,7 @@ async function workQueueUnderLoad(prefix: string, n: number, first: number) {
     all,
     publishing,
     async stop() {
-      for (const w of workers) await w.stop();
+      await Promise.all(workers.map((w) => w.stop()));
       await mover.stop();
     },
   };

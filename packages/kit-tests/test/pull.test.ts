@@ -30,7 +30,7 @@ beforeEach(async () => {
   await jsm.consumers.add("PULLED", { durable_name: "c", ack_policy: AckPolicy.Explicit, ack_wait: nanos(1_000) });
 });
 afterEach(async () => {
-  for (const s of running.splice(0)) await s.stop();
+  await Promise.all(running.splice(0).map((s) => s.stop()));
 });
 
 type PullOptions = Parameters<typeof pull>[2];

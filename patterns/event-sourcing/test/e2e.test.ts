@@ -35,7 +35,7 @@ beforeEach(async () => {
   stores = await setup(jsm, nc);
 });
 afterEach(async () => {
-  for (const p of running.splice(0)) await p.stop();
+  await Promise.all(running.splice(0).map((p) => p.stop()));
   for (const c of connections.splice(0)) await c.close();
 });
 

@@ -81,7 +81,7 @@ runMain("exactly-once", async (signal, log) => {
     log.info({ applied: last, of: ids.length }, "progress");
   }
   await delay(ackWaitMs + 1_500); // let the late ack's second delivery arrive and be counted
-  for (const a of appliers) await a.stop();
+  await Promise.all(appliers.map((a) => a.stop()));
   await Promise.all(connections.map((c) => (c.isClosed() ? undefined : c.drain())));
 
   const ledger = (await jsm.streams.info(LEDGER, { subjects_filter: "charges.ledger.>" })).state;

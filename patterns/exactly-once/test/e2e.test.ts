@@ -43,7 +43,7 @@ async function fresh(timings: Partial<Timings> = {}) {
 }
 beforeEach(() => fresh());
 afterEach(async () => {
-  for (const a of running.splice(0)) await a.stop();
+  await Promise.all(running.splice(0).map((a) => a.stop()));
   for (const c of connections.splice(0)) if (!c.isClosed()) await c.close();
   rmSync(bankDir, { recursive: true, force: true });
 });

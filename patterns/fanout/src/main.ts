@@ -83,7 +83,7 @@ runMain("fanout", async (signal, log) => {
   await delay(200);
   log.info({ stored: await kept("interest") }, "analytics came back and caught up: the interest stream is empty again");
 
-  for (const s of subs) await s.stop();
+  await Promise.all(subs.map((s) => s.stop()));
   // The audit consumers were for show: on an Interest stream a forgotten consumer would hold every event.
   for (const r of ["limits", "interest"] as const) await jsm.consumers.delete(streams[r].name, `audit-${run}`);
   await nc.drain();

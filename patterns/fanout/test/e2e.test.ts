@@ -26,7 +26,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  for (const s of subs.splice(0)) await s.stop();
+  await Promise.all(subs.splice(0).map((s) => s.stop()));
   for (const r of ["limits", "interest"] as const) await jsm.streams.delete(streams[r].name).catch(() => {});
   await setup(jsm);
 });

@@ -35,7 +35,7 @@ describe("fanout roles (nats/roles.conf)", () => {
     const events = orderEvents(10);
     await publishEvents(await roles.as("fanout-producer"), events);
     await waitFor("every consumer got every event", () => [...got.values()].every((s) => s.size === events.length) && got.size === 6);
-    for (const s of subs) await s.stop();
+    await Promise.all(subs.map((s) => s.stop()));
   });
 
   it("refuses the producer consuming, purging and deleting; the consumer publishing, purging and deleting", async () => {

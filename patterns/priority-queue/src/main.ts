@@ -136,7 +136,7 @@ runMain("priority-queue", async (_signal, log) => {
     { workers: workerCount, completed: done.length, first: taken.slice(0, 3), last: taken.slice(-3), violations },
     "strict: published low, normal, high; taken high, then normal, then low",
   );
-  for (const w of workers) await w.stop();
+  await Promise.all(workers.map((w) => w.stop()));
 
   // 2. Weighted: lower levels get a share while higher ones are busy (6:3:1 per 10 tasks).
   await publishTasks(nc, backlog("weighted"));
@@ -154,7 +154,7 @@ runMain("priority-queue", async (_signal, log) => {
   await until(() => weighted.length === 3 * perLevel);
   const firstTen = Object.fromEntries(LEVELS.map((l) => [l, weighted.slice(0, 10).filter((d) => d.task.level === l).length]));
   log.info(firstTen, "weighted 6:3:1: the first 10 tasks of a full backlog");
-  for (const w of workers) await w.stop();
+  await Promise.all(workers.map((w) => w.stop()));
 
   // 3. Native priority groups, where the server has them.
   const groups = await nativeGroups(nc, log, run, native);

@@ -27,7 +27,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  for (const w of running.splice(0)) await w.stop();
+  await Promise.all(running.splice(0).map((w) => w.stop()));
   for (const s of [STREAM, TIERED_STREAM, OVERFLOW_STREAM]) await jsm.streams.delete(s).catch(() => {});
 });
 

@@ -64,7 +64,7 @@ runMain("scheduled-jobs", async (signal, log) => {
     await delay(100);
   if (can.recurring) for (const n of [names.every, names.cron]) await cancel(jsm, n);
   await delay(1_500); // anything wrongly still scheduled (the cancelled, a second debounced) would show up now
-  for (const r of runners) await r.stop();
+  await Promise.all(runners.map((r) => r.stop()));
 
   const once = ran(names.once);
   const early = once.filter((r) => r.at < dueAt).length;

@@ -103,7 +103,7 @@ runMain("work-queue", async (signal, log) => {
   const finished = () => ids.filter((id) => processed.has(id) || deadLettered.has(id)).length;
   await waitWhileProgress(finished, ids.length, signal, log);
 
-  for (const w of workers) await w.stop();
+  await Promise.all(workers.map((w) => w.stop()));
   await mover.stop();
   await Promise.all(connections.map((c) => (c.isClosed() ? undefined : c.drain())));
   const queued = new Set((await storedMessages(jsm, STREAM)).map((m) => m.header.get("Nats-Msg-Id")));

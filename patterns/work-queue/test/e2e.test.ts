@@ -48,7 +48,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  for (const w of workers.splice(0)) await w.stop();
+  await Promise.all(workers.splice(0).map((w) => w.stop()));
   for (const c of open.splice(0)) if (!c.isClosed()) await c.close();
   for (const s of [STREAM, DLQ_STREAM]) await jsm.streams.delete(s).catch(() => {});
   await setup(jsm, retry);
