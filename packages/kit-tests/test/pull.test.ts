@@ -192,10 +192,14 @@ describe("the kit's pull() stopped while messages are on their way to it", () =>
 });
 
 describe("the kit's pull() stopped with messages in hand and its pull still open", () => {
-  it("hands them back past the open pull's end: none comes back to it and spends a delivery (max_deliver 2)", async () => {
-    // Four messages and a batch of 8: the pull under way stays open (2 s) for four more. A message
-    // handed back at once would come straight back to it, be handed back again, and with max_deliver 2
-    // never reach the next instance.
+  // Four messages and a batch of 8: the pull under way stays open (2 s) for four more. A message
+  // handed back at once would come straight back to it, be handed back again, and with max_deliver 2
+  // never reach the next instance. Seq 1 is in the handler when stop() comes; it then succeeds, or
+  // fails (its retry must not come back to that pull either).
+  it.each([
+    ["succeeds", [2, 3, 4]],
+    ["fails", [1, 2, 3, 4]],
+  ])("hands them back past the open pull's end when the handler in progress %s (max_deliver 2)", async (outcome, expected) => {
     await jsm.consumers.add("PULLED", { durable_name: "two", ack_policy: AckPolicy.Explicit, ack_wait: nanos(30_000), max_deliver: 2 });
     const consumer = await jetstream(nc).consumers.get("PULLED", "two");
     for (let i = 0; i < 4; i++) await jetstream(nc).publish("pulled.x", String(i));
@@ -206,7 +210,10 @@ describe("the kit's pull() stopped with messages in hand and its pull still open
       consumer,
       async (m) => {
         got++;
-        if (m.seq === 1) await gate; // three more wait in hand behind it
+        if (m.seq === 1) {
+          await gate; // three more wait in hand behind it
+          if (outcome === "fails") throw new Error("failed while stopping");
+        }
         m.ack();
       },
       { nc, log, who: { test: "first" }, batch: 8 },
@@ -226,11 +233,11 @@ describe("the kit's pull() stopped with messages in hand and its pull still open
         { nc, log, who: { test: "next" }, batch: 8 },
       ),
     );
-    await waitFor("seqs 2-4 handled by the next instance", () => handled.size >= 3, {
+    await waitFor(`seqs ${expected.join(",")} handled by the next instance`, () => handled.size >= expected.length, {
       timeoutMs: 10_000,
-      detail: async () => ({ handled: [...handled], info: (await jsm.consumers.info("PULLED", "two")).num_ack_pending }),
+      detail: async () => ({ handled: [...handled], ack_pending: (await jsm.consumers.info("PULLED", "two")).num_ack_pending }),
     });
-    expect([...handled].sort()).toEqual([2, 3, 4]);
+    expect([...handled].sort()).toEqual(expected);
   });
 });
 
