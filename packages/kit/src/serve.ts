@@ -86,12 +86,12 @@ function wakeable() {
 }
 
 /**
- * Sends an answer (nak, term) unless the connection is going away (closed, or draining: it refuses
- * publishes partway through); the message then comes back after its ack_wait. Never throws, so a
- * loop that answers while its connection closes still ends.
+ * Sends an answer (nak, term) unless the connection is closed (the message then comes back after its
+ * ack_wait); one sent while it drains still goes out with drain's last flush. Never throws, so a loop
+ * that answers while its connection closes still ends.
  */
 function answer(nc: NatsConnection, send: () => void): boolean {
-  if (nc.isClosed() || nc.isDraining()) return false;
+  if (nc.isClosed()) return false;
   try {
     send();
     return true;
@@ -101,15 +101,14 @@ function answer(nc: NatsConnection, send: () => void): boolean {
 }
 
 /** The policy above, for one message whose handler threw `err`. */
-function settle(m: JsMsg, err: unknown, o: ServeOptions): void {
-  if (o.nc.isClosed() || o.nc.isDraining()) return; // going away: the message comes back after its ack_wait
+function settle(m: JsMsg, err: unknown, o: ServeOptions, retryMs = o.retryMs ?? 1_000): void {
+  if (o.nc.isClosed()) return; // gone: the message comes back after its ack_wait
   if (err instanceof MalformedPayload) {
     const reason = `malformed: ${err.message}`.slice(0, 200);
     answer(o.nc, () => terminate(m, reason, o.nc.info?.version));
     o.log.warn({ ...o.who, seq: m.seq, reason }, "malformed message: terminated, not retried");
     return;
   }
-  const retryMs = o.retryMs ?? 1_000;
   answer(o.nc, () => m.nak(retryMs));
   o.log.warn(
     { ...o.who, seq: m.seq, delivery: m.info.deliveryCount, err: messageOf(err), retry_ms: retryMs },
@@ -215,7 +214,8 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
       await handle(m);
       release();
     } catch (err) {
-      settle(m, err, o);
+      // While stopping, not before the pull under way has ended (see handBack).
+      settle(m, err, o, stopping ? Math.max(retryMs, expiresMs) : retryMs);
       if (key === undefined || err instanceof MalformedPayload) return release();
       if (hold) {
         hold.seqs.add(m.seq);
@@ -292,6 +292,7 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
     },
     async stop() {
       stopping = true;
+      for (const rest of hand.splice(0)) handBack(rest); // now, not after the message being handled
       // The pull under way is left to end by itself (at its expiry, expiresMs at most): closing it
       // would unsubscribe while the server may still be sending to it, and what it sent then would
       // stay ack-pending for ack_wait. What it brings goes back, as does the rest of the hand (handBack).
