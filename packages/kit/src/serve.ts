@@ -90,18 +90,17 @@ function wakeable() {
  * ack_wait); one sent while it drains still goes out with drain's last flush. Never throws, so a loop
  * that answers while its connection closes still ends.
  */
-function answer(nc: NatsConnection, send: () => void): boolean {
-  if (nc.isClosed()) return false;
+function answer(nc: NatsConnection, send: () => void): void {
+  if (nc.isClosed()) return;
   try {
     send();
-    return true;
   } catch {
-    return false; // closed since
+    // closed since: the same
   }
 }
 
 /** The policy above, for one message whose handler threw `err`. */
-function settle(m: JsMsg, err: unknown, o: ServeOptions, retryMs = o.retryMs ?? 1_000): void {
+function settle(m: JsMsg, err: unknown, o: ServeOptions, retryMs: number): void {
   if (o.nc.isClosed()) return; // gone: the message comes back after its ack_wait
   if (err instanceof MalformedPayload) {
     const reason = `malformed: ${err.message}`.slice(0, 200);
@@ -262,15 +261,16 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
     fetcherDone = true;
     fetched.wake();
   })();
-  // Stopping: what is in hand and not started goes back, for another instance, once the pull still
-  // under way has ended (its expiry at most): handed back at once, it could come straight back to that
-  // pull, be handed back again, and spend its max_deliver on the way out. A connection going away
-  // takes no answer: the message comes back after its ack_wait.
-  const handBack = (m: JsMsg) => answer(o.nc, () => m.nak(expiresMs));
+  // Stopping: what is in hand and not started goes back, for another instance, to come again once the
+  // pull still under way has ended (its expiry at most): coming again at once, it could come straight
+  // back to that pull, be handed back again, and spend its max_deliver on the way out.
+  const handBack = () => {
+    for (const m of hand.splice(0)) answer(o.nc, () => m.nak(expiresMs));
+  };
   const loop = (async () => {
     try {
       for (;;) {
-        if (stopping) for (const rest of hand.splice(0)) handBack(rest);
+        if (stopping) handBack();
         current = hand.shift();
         if (current) {
           await one(current);
@@ -292,7 +292,7 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
     },
     async stop() {
       stopping = true;
-      for (const rest of hand.splice(0)) handBack(rest); // now, not after the message being handled
+      handBack(); // now, not after the message being handled
       // The pull under way is left to end by itself (at its expiry, expiresMs at most): closing it
       // would unsubscribe while the server may still be sending to it, and what it sent then would
       // stay ack-pending for ack_wait. What it brings goes back, as does the rest of the hand (handBack).
