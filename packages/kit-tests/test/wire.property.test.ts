@@ -104,6 +104,15 @@ describe("seqAtEnd: the publisher's fast read of a publish answer", () => {
     },
   );
 
+  // An ack with one byte of `"seq":N}` wrong: the damaged-ack property finds each only when its seed
+  // damages that byte (Stryker's `k > 0` mutant, not checking the quote before seq, survived it).
+  test.each(['{"stream":"S","xseq":5}', '{"stream":"S",seq":5}', '{"stream":"S","seq"5}', '{"stream":"S","seq":5'])(
+    'is -1 for %s: it does not end with a whole "seq":N}',
+    (text) => {
+      expect(seqAtEnd(enc.encode(text))).toBe(-1);
+    },
+  );
+
   test.prop([fc.uint8Array({ maxLength: 64 })])("any bytes: -1 or a whole number the bytes end with", (b) => {
     const got = seqAtEnd(b);
     if (got === -1) return;
