@@ -47,8 +47,9 @@ export async function chaos<Step>(scenario: Scenario<Step>, o: ChaosOptions): Pr
   const seed = o.seed ?? (Date.now() ^ (Math.random() * 2 ** 31)) | 0;
   const pool = new Pool(2);
   const report: ChaosReport = { pattern: scenario.name, seed, schedules: 0, faults: 0, violations: 0 };
-  let lastFailure: { steps: Step[]; violations: string[] } | undefined;
-  const broke = new WeakMap<Step[], string[]>(); // each failing schedule's violations, to print with the one fast-check reports
+  // Each failing schedule's violations, to print with the one fast-check reports (a few: the first
+  // failure and the smaller ones shrinking found).
+  const broke = new Map<Step[], string[]>();
   print(`chaos ${scenario.name}: seed ${seed}, ${o.path ? `replaying path ${o.path}` : `${o.runs} schedules`}; ${scenario.model}`);
   try {
     const property = fc.asyncProperty(scenario.steps, async (steps) => {
@@ -70,7 +71,6 @@ export async function chaos<Step>(scenario: Scenario<Step>, o: ChaosOptions): Pr
       );
       if (v.violations.length) {
         report.violations++;
-        lastFailure = { steps, violations: v.violations };
         broke.set(steps, v.violations);
         return false;
       }
@@ -84,15 +84,16 @@ export async function chaos<Step>(scenario: Scenario<Step>, o: ChaosOptions): Pr
     });
     if (details.failed) {
       const path = details.counterexamplePath ?? "";
-      const steps = (details.counterexample?.[0] as Step[] | undefined) ?? lastFailure?.steps ?? [];
-      if (details.errorInstance && !lastFailure) {
+      const [lastSteps, lastViolations] = [...broke].at(-1) ?? [[], []];
+      const steps = (details.counterexample?.[0] as Step[] | undefined) ?? lastSteps;
+      if (details.errorInstance && broke.size === 0) {
         // The run itself broke (a step or a read failed), not the model: say where, with the schedule.
         print(`chaos ${scenario.name}: a run failed: ${(details.errorInstance as Error).stack ?? details.errorInstance}`);
         for (const s of (details.counterexample?.[0] as Step[] | undefined) ?? []) print(`  ${JSON.stringify(s)}`);
         throw details.errorInstance;
       }
       const replay = `pnpm chaos ${scenario.name} --seed ${seed} --path ${path}`;
-      report.failure = { path, steps, violations: broke.get(steps) ?? lastFailure?.violations ?? [], replay };
+      report.failure = { path, steps, violations: broke.get(steps) ?? lastViolations, replay };
       print(`chaos ${scenario.name}: a schedule broke the model (shrunk in ${details.numShrinks} steps); replay with: ${replay}`);
       for (const s of steps) print(`  ${JSON.stringify(s)}`);
       for (const v of report.failure.violations) print(`  violated: ${v}`);
