@@ -21,7 +21,8 @@ export const DEFAULT_URL = "nats://127.0.0.1:4222";
 // A URL's user info is everything between its scheme and its last "@", as Go's net/url (the NATS CLI)
 // reads it: a password with an "@" or a ":" of its own, not percent-encoded, still works, and none of
 // it is left in a log line.
-const SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
+const SCHEME_PART = String.raw`[a-z][a-z0-9+.-]*:\/\/`;
+const SCHEME = new RegExp(`^${SCHEME_PART}`, "i");
 function userInfo(url: string): { scheme: string; info: string; rest: string } | undefined {
   const scheme = SCHEME.exec(url)?.[0] ?? "";
   const at = url.lastIndexOf("@");
@@ -66,7 +67,7 @@ function readSecretFile(variable: string): Uint8Array {
 }
 
 /** What is left of a server URL without its user info: [scheme://]host[:port], a host name, an IPv4 or a bracketed IPv6. */
-const SERVER = /^([a-z][a-z0-9+.-]*:\/\/)?(\[[0-9a-f:.]+\]|[^\s/:@[\],]+)(:\d{1,5})?\/?$/i;
+const SERVER = new RegExp(String.raw`^(${SCHEME_PART})?(\[[0-9a-f:.]+\]|[^\s/:@[\],]+)(:\d{1,5})?\/?$`, "i");
 
 /**
  * NATS_URL's servers without their user info, each checked: an unencoded "," in a password splits
