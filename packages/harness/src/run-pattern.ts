@@ -9,9 +9,6 @@ import { startCluster } from "./cluster.js";
 import { patternNames } from "./patterns.js";
 import { startServer } from "./server.js";
 
-const usage = (names: string[]) =>
-  `usage: pnpm run pattern <name> [--cluster] [options]   (pattern: ${names.join(", ")}; options: pnpm run pattern <name> --help)`;
-
 const help = (names: string[]) => {
   const describe = (n: string) =>
     (JSON.parse(readFileSync(join(repoRoot, "patterns", n, "package.json"), "utf8")) as { description?: string }).description ?? "";
@@ -47,11 +44,8 @@ function fail(message: string): never {
 async function main(): Promise<number> {
   const [name, ...rest] = process.argv.slice(2);
   const names = patternNames();
-  if (!name) {
-    process.stderr.write(`${usage(names)}\n`);
-    return 2;
-  }
-  if (name === "--help" || name === "-h") {
+  // Listing is not an error: no name gives the list, as --help does.
+  if (!name || name === "--help" || name === "-h") {
     process.stdout.write(help(names));
     return 0;
   }
