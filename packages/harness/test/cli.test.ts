@@ -88,6 +88,19 @@ describe("pnpm run pattern", () => {
     expect(oneLine(r.stderr)).toEqual(['error: --jobs must be a positive integer, got "many"']);
   });
 
+  // Without NATS_URL the runner starts a server: a bad option must not wait for one, nor start one.
+  it.each([
+    [["--jobs", "many"], 'error: --jobs must be a positive integer, got "many"'],
+    [["--jobs", "-5"], 'error: --jobs takes a value: write one that starts with "-" as --jobs=<value> (see --help)'],
+    [["--jobs"], "error: --jobs needs a value (see --help)"],
+    [["--jobs=-5"], 'error: --jobs must be a positive integer, got "-5"'],
+    [["--no-such"], "error: unknown option --no-such (see --help)"],
+  ])("rejects work-queue %j in one line before it starts a nats-server", async (args, line) => {
+    const r = await run(["work-queue", ...args], { NATS_URL: undefined });
+    expect(r.code).toBe(1);
+    expect(oneLine(r.stderr)).toEqual([line]);
+  });
+
   it("runs work-queue against NATS_URL (with user:password in it) and accounts for every job: lost=0, none both processed and dead-lettered", async () => {
     const r = await run(["work-queue", "--jobs", "60", "--workers", "2"], { NATS_URL: url });
     expect(r.stderr).toBe("");
