@@ -4,6 +4,7 @@ import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { constants } from "node:os";
 import { join } from "node:path";
+import { CHECK_OPTIONS_ONLY } from "@repo/kit";
 import { repoRoot } from "./binary.js";
 import { startCluster } from "./cluster.js";
 import { patternNames } from "./patterns.js";
@@ -60,20 +61,32 @@ async function main(): Promise<number> {
   if (cluster && env.NATS_URL)
     fail("--cluster starts its own 3-node cluster: unset NATS_URL, or drop --cluster and set NATS_REPLICAS=3 for your cluster");
   // A SIGTERM or SIGHUP sent to us alone (a supervisor, a closed terminal) is passed on to the demo
-  // and cleaned up after below; one that comes while the server starts ends the run once it has (the
-  // nats-server we start is in a process group of its own and would outlive us).
+  // and cleaned up after below; Ctrl-C reaches the demo through the terminal, and we only wait for it.
+  // One that comes while the server starts ends the run once it has (the nats-server we start is in a
+  // process group of its own and would outlive us).
   let child: ReturnType<typeof spawn> | undefined;
   let early: NodeJS.Signals | undefined;
-  for (const sig of ["SIGTERM", "SIGHUP"] as const)
+  for (const sig of ["SIGTERM", "SIGHUP", "SIGINT"] as const)
     process.on(sig, () => {
-      if (child) child.kill(sig);
-      else early = sig;
+      if (!child) early = sig;
+      else if (sig !== "SIGINT") child.kill(sig);
     });
+  const demoArgs = ["--import", "tsx", join(repoRoot, "patterns", name, "src/main.ts"), ...args];
+  const cwd = join(repoRoot, "patterns", name);
   if (!env.NATS_URL && !wantsHelp) {
     const what = cluster ? "a 3-node nats-server cluster" : "nats-server";
-    const started = await (cluster ? startCluster() : startServer()).catch((err: Error) =>
-      fail(`could not start ${what}: ${err.message.split("\n")[0]}`),
+    const starting = cluster ? startCluster() : startServer();
+    starting.catch(() => {}); // reported below, once the options are known to be good
+    // The demo's options first, checked while the server starts: a bad one is the demo's own one-line
+    // error, and no server is announced for a run that will not happen.
+    const checked = await exitCode(
+      spawn(process.execPath, demoArgs, { cwd, env: { ...env, [CHECK_OPTIONS_ONLY]: "1" }, stdio: "inherit" }),
     );
+    if (checked !== 0 || early) {
+      await starting.then((s) => s.stop()).catch(() => {});
+      return early ? 128 + (constants.signals[early] ?? 0) : checked;
+    }
+    const started = await starting.catch((err: Error) => fail(`could not start ${what}: ${err.message.split("\n")[0]}`));
     server = started;
     env.NATS_URL = started.url;
     if (cluster) env.NATS_REPLICAS = env.NATS_REPLICAS ?? "3";
@@ -85,20 +98,15 @@ async function main(): Promise<number> {
     await server?.stop();
     return 128 + (constants.signals[early] ?? 0);
   }
-  const demo = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "patterns", name, "src/main.ts"), ...args], {
-    cwd: join(repoRoot, "patterns", name),
-    env,
-    stdio: "inherit",
-  });
-  child = demo;
-  // Ctrl-C reaches the child through the terminal; we only wait for it, then clean up.
-  process.on("SIGINT", () => {});
-  const code = await new Promise<number>((resolve) =>
-    demo.once("exit", (c, sig) => resolve(c ?? (sig ? 128 + (constants.signals[sig] ?? 0) : 1))),
-  );
+  child = spawn(process.execPath, demoArgs, { cwd, env, stdio: "inherit" });
+  const code = await exitCode(child);
   await server?.stop();
   return code;
 }
+
+/** A process's exit code, or 128 + its signal's number. */
+const exitCode = (p: ReturnType<typeof spawn>) =>
+  new Promise<number>((resolve) => p.once("exit", (c, sig) => resolve(c ?? (sig ? 128 + (constants.signals[sig] ?? 0) : 1))));
 
 main().then(
   (code) => process.exit(code),

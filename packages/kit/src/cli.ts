@@ -21,6 +21,17 @@ export function intOption(name: string, value: string | undefined, min = 1): num
 /** Node's parseArgs reports unknown or malformed options with ERR_PARSE_ARGS_* codes. */
 const isBadArgs = (err: unknown) => err instanceof Error && String((err as { code?: unknown }).code).startsWith("ERR_PARSE_ARGS");
 
+/** parseArgs' complaint, in one line of our own (its messages run to three lines, and differ by Node version). */
+function badArgs(err: Error): string {
+  const option = /'(-[^' ]+)/.exec(err.message)?.[1];
+  const code = (err as { code?: unknown }).code;
+  if (option && code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") return `unknown option ${option} (see --help)`;
+  if (option && err.message.includes("ambiguous"))
+    return `${option} takes a value: write one that starts with "-" as ${option}=<value> (see --help)`;
+  if (option && err.message.includes("argument missing")) return `${option} needs a value (see --help)`;
+  return `${err.message.split("\n")[0]} (see --help)`;
+}
+
 /** Runs a CLI entry point: Ctrl-C or SIGTERM aborts the signal, any error is one line on stderr and exit 1. */
 export function runMain(name: string, fn: (signal: AbortSignal, log: Logger) => Promise<void>): void {
   const log = createLogger(name);
@@ -53,7 +64,7 @@ export function explain(err: unknown, name = "run"): string {
     return `not permitted: this user may not ${what} ${denied.subject} — run this step as a user whose permissions allow it (each pattern's README lists its roles)`;
   }
   if (err instanceof UserError) return text;
-  if (isBadArgs(err)) return `${text} (see --help)`;
+  if (isBadArgs(err)) return badArgs(err as Error);
   if (isJetStreamNotEnabled(err) && isNoResponders(err)) {
     return "no JetStream answered: is it enabled on this server? Start nats-server with -js (or jetstream {} in its config)";
   }
@@ -74,12 +85,16 @@ const SHARED_HELP = `  --json        JSON log lines (also LOG_FORMAT=json)
   server: NATS_URL (default nats://127.0.0.1:4222; user:password@ or token@ in it work), NATS_USER/NATS_PASSWORD,
           NATS_TOKEN, NATS_CREDS, NATS_NKEY; TLS: NATS_CA, NATS_CERT, NATS_KEY; NATS_INBOX_PREFIX (where replies come)`;
 
+/** Set to "1": a demo checks its options (a bad one is its one-line error) and does nothing else. */
+export const CHECK_OPTIONS_ONLY = "DEMO_CHECK_OPTIONS_ONLY";
+
 /** A demo option: a whole number with its default, at least 1 unless `min` says otherwise. */
 export type IntSpec = number | { default: number; min: number };
 
 /**
  * A demo's command line: each option in `spec` takes a whole number (checked by intOption), plus
- * --json and --help. Returns undefined when --help printed `usage`.
+ * --json and --help. Returns undefined when --help printed `usage`, or when only the options were to
+ * be checked (CHECK_OPTIONS_ONLY).
  */
 export function demoOptions<K extends string>(usage: string, spec: Record<K, IntSpec>): Record<K, number> | undefined {
   const options: ParseArgsConfig["options"] = { json: { type: "boolean" }, help: { type: "boolean", short: "h" } };
@@ -94,5 +109,7 @@ export function demoOptions<K extends string>(usage: string, spec: Record<K, Int
     name,
     intOption(`--${name}`, String(values[name]), typeof s === "number" ? 1 : s.min),
   ]);
+  // `pnpm run pattern` asks this first, before it starts a server the demo would not use.
+  if (process.env[CHECK_OPTIONS_ONLY] === "1") return undefined;
   return Object.fromEntries(checked) as Record<K, number>;
 }

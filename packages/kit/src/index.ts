@@ -1,6 +1,6 @@
 // The kit: the runtime code every pattern of jetstream-patterns shares, in one place (packages/kit).
 // `pnpm run new` copies these files into a starter's src/kit/ and points the pattern's imports there.
-export { demoOptions, explain, type IntSpec, intOption, isEntry, runMain, UserError } from "./cli.js";
+export { CHECK_OPTIONS_ONLY, demoOptions, explain, type IntSpec, intOption, isEntry, runMain, UserError } from "./cli.js";
 export { connectFromEnv, DEFAULT_URL, inboxFor, optionsFromEnv, redactUrl, serversFromEnv, urlCredentials } from "./connect.js";
 export {
   ApiCodes,
