@@ -218,3 +218,44 @@ describe("jsonObject: a payload's JSON object, or a MalformedPayload", () => {
     }
   });
 });
+
+describe("NATS_TIMEOUT: how long a connection's handshake may take, a Go duration as the NATS CLI takes it", () => {
+  const timeoutFrom = (value: string | undefined) => {
+    const before = process.env.NATS_TIMEOUT;
+    if (value === undefined) delete process.env.NATS_TIMEOUT;
+    else process.env.NATS_TIMEOUT = value;
+    try {
+      return optionsFromEnv("t").timeout;
+    } finally {
+      if (before === undefined) delete process.env.NATS_TIMEOUT;
+      else process.env.NATS_TIMEOUT = before;
+    }
+  };
+
+  test("is 5 s when unset, as the CLI's --timeout", () => {
+    expect(timeoutFrom(undefined)).toBe(5_000);
+  });
+
+  test.each([
+    ["5s", 5_000],
+    ["1.5s", 1_500],
+    ["500ms", 500],
+    ["1m30s", 90_000],
+    ["2h", 7_200_000],
+    [".5s", 500],
+    ["1500000us", 1_500],
+  ])("reads %s as %d ms", (text, ms) => {
+    expect(timeoutFrom(text)).toBe(ms);
+  });
+
+  // Hours, minutes, seconds and milliseconds in Go's order: the sum, in ms.
+  test.prop([fc.nat(3), fc.nat(59), fc.nat(59), fc.nat(999)])("reads any XhYmZsNms as its sum", (h, m, s, ms) => {
+    fc.pre(h + m + s + ms > 0);
+    expect(timeoutFrom(`${h}h${m}m${s}s${ms}ms`)).toBe(((h * 60 + m) * 60 + s) * 1_000 + ms);
+  });
+
+  test.each(["5", "five", "-1s", "0s", "5 s", "s", "1x", "1s2"])("refuses %j in one line naming NATS_TIMEOUT, not as 20 s", (text) => {
+    expect(() => timeoutFrom(text)).toThrow(UserError);
+    expect(() => timeoutFrom(text)).toThrow(/^NATS_TIMEOUT must be a duration such as 5s, 500ms or 1m30s, got "/);
+  });
+});
