@@ -32,6 +32,7 @@ environment:
   NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_NKEY   credentials, as with the NATS CLI
                             (user:password@ or token@ in NATS_URL work too; never printed)
   NATS_CA, NATS_CERT, NATS_KEY   TLS: the server's CA, and a client certificate and key (tls:// URLs)
+  NATS_TIMEOUT              how long connecting may take (a duration: 5s, 500ms; default 5s, as the CLI)
   NATS_REPLICAS             stream replicas on your own cluster (default 1; --cluster sets 3)
   NATS_SERVER_VERSION       which cached nats-server to start (2.9.10, 2.10.27, 2.15.1; default newest)
 `;

@@ -82,8 +82,10 @@ export function isEntry(moduleUrl: string): boolean {
 
 /** What every demo's --help ends with: the option and the environment all demos share. */
 const SHARED_HELP = `  --json        JSON log lines (also LOG_FORMAT=json)
-  server: NATS_URL (default nats://127.0.0.1:4222; user:password@ or token@ in it work), NATS_USER/NATS_PASSWORD,
-          NATS_TOKEN, NATS_CREDS, NATS_NKEY; TLS: NATS_CA, NATS_CERT, NATS_KEY; NATS_INBOX_PREFIX (where replies come)`;
+  server: NATS_URL (user:password@ or token@ in it work; unset, \`pnpm run pattern\` starts a nats-server for
+          the run, and a demo run by itself uses nats://127.0.0.1:4222), NATS_USER/NATS_PASSWORD, NATS_TOKEN,
+          NATS_CREDS, NATS_NKEY; TLS: NATS_CA, NATS_CERT, NATS_KEY; NATS_INBOX_PREFIX (where replies come);
+          NATS_TIMEOUT (how long connecting may take, default 5s)`;
 
 /** Set to "1": a demo checks its options (a bad one is its one-line error) and does nothing else. */
 export const CHECK_OPTIONS_ONLY = "DEMO_CHECK_OPTIONS_ONLY";

@@ -91,10 +91,30 @@ function serversToDial(urls: string[]): string[] {
   });
 }
 
+/**
+ * How long a connection's handshake may take: NATS_TIMEOUT, else 5 s, as the NATS CLI's --timeout
+ * (nats.go's default is 2 s, nats.js's 20 s). It is also how long a refusal that nats.js reports only
+ * as a timeout takes to report: a server that verifies client certificates and gets none.
+ */
+export const CONNECT_TIMEOUT_MS = 5_000;
+
+const DURATION_UNIT_MS: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1_000, ms: 1, us: 0.001, µs: 0.001, ns: 0.000_001 };
+
+/** A Go duration as the NATS CLI reads NATS_TIMEOUT ("5s", "500ms", "1m30s"), in whole ms, more than 0. */
+function timeoutFromEnv(): number {
+  const text = process.env.NATS_TIMEOUT;
+  if (!text) return CONNECT_TIMEOUT_MS;
+  const parts = [...text.matchAll(/(\d+\.?\d*|\.\d+)(ms|us|µs|ns|h|m|s)/g)];
+  const ms = Math.round(parts.reduce((sum, [, n, unit]) => sum + Number(n) * DURATION_UNIT_MS[unit!]!, 0));
+  if (parts.map((p) => p[0]).join("") !== text || !(ms > 0))
+    throw new UserError(`NATS_TIMEOUT must be a duration such as 5s, 500ms or 1m30s, got "${text}"`);
+  return ms;
+}
+
 /** The connection options the environment asks for (also what a test or a tool can inspect). */
 export function optionsFromEnv(name: string): NodeConnectionOptions {
   const urls = serversFromEnv();
-  const opts: NodeConnectionOptions = { servers: serversToDial(urls), name };
+  const opts: NodeConnectionOptions = { servers: serversToDial(urls), name, timeout: timeoutFromEnv() };
   const fromUrl = urls.map(urlCredentials).find((c) => c !== undefined);
   if (fromUrl && "token" in fromUrl) opts.token = fromUrl.token;
   else if (fromUrl) Object.assign(opts, fromUrl);
