@@ -45,6 +45,13 @@ function fromPath(wanted: string | undefined): ServerBinary | undefined {
   return { path, version };
 }
 
+/** The Debian suite that packages nats-server `wanted` (provision-nats-server.sh): bookworm 2.9, trixie 2.10, sid the newest. */
+export function suiteFor(wanted: string | undefined): string {
+  if (wanted && /^2\.9(\.|$)/.test(wanted)) return "bookworm";
+  if (wanted && /^2\.10(\.|$)/.test(wanted)) return "trixie";
+  return "sid";
+}
+
 /** Resolves the binary for NATS_SERVER_VERSION (default: the newest available). */
 export function findServerBinary(wanted = process.env.NATS_SERVER_VERSION || undefined): ServerBinary {
   const explicit = process.env.NATS_SERVER_BIN;
@@ -54,7 +61,10 @@ export function findServerBinary(wanted = process.env.NATS_SERVER_VERSION || und
   }
   const cached = fromCache(wanted);
   if (cached) return cached;
-  const provisioned = spawnSync("bash", [provisionScript], { stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" });
+  // Only the one wanted, and said while it happens: the first run fetches a package from Debian.
+  const suite = suiteFor(wanted);
+  process.stderr.write(`nats-server ${wanted ?? "(newest)"} is not in .cache yet: fetching it from Debian ${suite}, once\n`);
+  const provisioned = spawnSync("bash", [provisionScript, suite], { stdio: ["ignore", 2, "pipe"], encoding: "utf8" });
   const found = fromCache(wanted) ?? fromPath(wanted);
   if (found) return found;
   const have = cachedVersions();

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { createUser } from "@nats-io/nkeys";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { compareVersions, repoRoot } from "../src/binary.js";
+import { compareVersions, repoRoot, suiteFor } from "../src/binary.js";
 import { operatorMode } from "../src/operator.js";
 import { patternNames } from "../src/patterns.js";
 import { freePort, type NatsServer, startServer } from "../src/server.js";
@@ -54,6 +54,18 @@ afterAll(async () => {
 });
 
 describe("pnpm run pattern", () => {
+  // A first run fetches only the nats-server it starts (the download itself needs the network: untested).
+  it.each([
+    ["2.9.10", "bookworm"],
+    ["2.9", "bookworm"],
+    ["2.10.27", "trixie"],
+    ["2.15.1", "sid"],
+    ["2.90.0", "sid"],
+    [undefined, "sid"],
+  ])("fetches nats-server %s, when it is not cached, from Debian %s alone", (version, suite) => {
+    expect(suiteFor(version)).toBe(suite);
+  });
+
   it("lists the patterns with what each does, and exits 0, when no pattern is named (listing is not an error)", async () => {
     const r = await run([]);
     expect(r.code).toBe(0);
