@@ -792,6 +792,21 @@ describe("job status, progress and results (src/status.ts)", () => {
     expect(await getStatus(status, job!.id)).toMatchObject({ state: "done", result: 1 });
   });
 
+  // Seen in CI (2.9.10, the service test "hands back, at its stop deadline, …"): the worker that handed
+  // the job back still ran its handler, and its progress overwrote the new holder's running status.
+  it("keeps the newest delivery's running status: progress from a worker that no longer holds the job does not overwrite it", async () => {
+    const [job] = jobsNamed("moved", 1);
+    await markQueued(status, job!.id);
+    await advance(status, job!.id, { state: "running", at: Date.now(), worker: "x", delivery: 1 });
+    await advance(status, job!.id, { state: "running", at: Date.now(), worker: "y", delivery: 2 });
+    const late = { state: "running" as const, at: Date.now(), worker: "x", delivery: 1, progress: 0.5 };
+    expect(await advance(status, job!.id, late)).toMatchObject({ worker: "y", delivery: 2 });
+    expect(await getStatus(status, job!.id)).toMatchObject({ state: "running", worker: "y", delivery: 2 });
+    // The holder's own progress still moves it on.
+    await advance(status, job!.id, { state: "running", at: Date.now(), worker: "y", delivery: 2, progress: 0.7 });
+    expect(await getStatus(status, job!.id)).toMatchObject({ worker: "y", delivery: 2, progress: 0.7 });
+  });
+
   it("lets a final status expire: per entry (a TTL on the final write) on 2.11+, by the bucket's max age before", async () => {
     const [job] = jobsNamed("kept", 1);
     await markQueued(status, job!.id);
