@@ -84,14 +84,23 @@ export async function markQueued(store: StatusStore, id: string): Promise<void> 
 }
 
 /**
+ * A running entry from an earlier delivery than the one recorded: its worker no longer holds the job
+ * (it handed it back at its stop deadline, or its ack_wait passed) and its handler, which JavaScript
+ * cannot stop, is still reporting progress.
+ */
+const olderDelivery = (next: JobStatus, current: JobStatus) =>
+  next.state === "running" && current.state === "running" && next.delivery < current.delivery;
+
+/**
  * Moves a job's status forwards to `next`, compare-and-set on the revision. Returns the status it
- * holds afterwards: `next`, or the current one when `next` would go backwards (a final state stays).
+ * holds afterwards: `next`, or the current one when `next` would go backwards (a final state stays,
+ * and so does the running entry of a later delivery).
  */
 export async function advance(store: StatusStore, id: string, next: JobStatus): Promise<JobStatus> {
   for (let tries = 0; ; tries++) {
     const e = await store.kv.get(id);
     const current = e && e.operation === "PUT" ? decode(e) : undefined;
-    if (current && (isFinal(current) || rank[next.state] < rank[current.state])) return current;
+    if (current && (isFinal(current) || rank[next.state] < rank[current.state] || olderDelivery(next, current))) return current;
     const data = JSON.stringify(next);
     try {
       if (!e) await store.kv.create(id, data);
