@@ -36,7 +36,7 @@ runMain("dedup-publish", async (_signal, log) => {
   const pipelined = (half - 200) / ((performance.now() - t) / 1000);
   log.info(
     { one_at_a_time_per_s: Math.round(oneAtATime), pipelined_per_s: Math.round(pipelined), speedup: +(pipelined / oneAtATime).toFixed(1) },
-    `published ${half} payments`,
+    `published the first ${half} of ${count} payments: 200 one at a time, the rest pipelined`,
   );
 
   // 2. A retry storm: the same first half again (a producer restarted without knowing what got through).

@@ -56,20 +56,21 @@ runMain("event-sourcing", async (_signal, log) => {
   const stateA = (await load(js, jsm, a)).state;
   log.info(
     {
+      account: a,
       tried: all.length,
       accepted: accepted.length,
       rejected: all.length - accepted.length,
       conflicts_retried: conflicts,
       balance: stateA.balance,
     },
-    `${options.writers} writers raced on one account`,
+    `${options.writers} writers raced to withdraw 40 at a time from account ${a} (1000 deposited): ${accepted.length} accepted, its balance ${stateA.balance}`,
   );
 
   // Two events of one command, stored together: all or nothing.
   const fee = await run1({ kind: "withdraw", id: id(), account: b, amount: 100, fee: 5 });
   log.info(
-    { accepted: fee.accepted, events: fee.accepted ? fee.events : 0 },
-    "withdrawal with a fee: withdrawn + fee_charged, stored together",
+    { account: b, accepted: fee.accepted, events: fee.accepted ? fee.events : 0 },
+    `account ${b}: a withdrawal of 100 with a fee of 5, withdrawn + fee_charged, stored together`,
   );
 
   // A snapshot, more events, and a rebuild from snapshot + tail.
@@ -78,7 +79,10 @@ runMain("event-sourcing", async (_signal, log) => {
   const full = (await load(js, jsm, b)).state;
   const fromSnapshot = await rebuild(js, jsm, stores.snapshots, b);
   const rebuiltEqual = JSON.stringify(full) === JSON.stringify(fromSnapshot);
-  log.info({ full, from_snapshot: fromSnapshot }, "rebuilt from the snapshot plus the later events: the same state");
+  log.info(
+    { account: b, full, from_snapshot: fromSnapshot },
+    `account ${b} (1000 - 105 + 5 deposits of 10 = ${full.balance}) rebuilt from its snapshot plus the later events: the same state`,
+  );
 
   // The projection catches up and must agree with the aggregates.
   const projection = await startProjection({ nc, balances: stores.balances, log });
@@ -97,6 +101,7 @@ runMain("event-sourcing", async (_signal, log) => {
   const twice = stored.length - new Set(stored).size;
   const projectionEqual = projA.balance === finalA.state.balance && projB.balance === full.balance;
   const summary = {
+    account: a,
     withdrawals_tried: all.length,
     accepted: accepted.length,
     conflicts_retried: conflicts,
@@ -111,7 +116,7 @@ runMain("event-sourcing", async (_signal, log) => {
   logSummary(
     log,
     summary,
-    `summary: accepted=${accepted.length}/${all.length} conflicts_retried=${conflicts} balance=${summary.balance} never_negative=${summary.never_negative} rebuilt_equal=${rebuiltEqual} projection_equal=${projectionEqual} lost=${lost}`,
+    `summary: account ${a} accepted=${accepted.length}/${all.length} conflicts_retried=${conflicts} balance=${summary.balance} never_negative=${summary.never_negative} rebuilt_equal=${rebuiltEqual} projection_equal=${projectionEqual} lost=${lost}`,
   );
   if (lost > 0 || twice > 0 || !summary.never_negative || !rebuiltEqual || !projectionEqual) process.exitCode = 1;
 });

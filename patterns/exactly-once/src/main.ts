@@ -54,13 +54,16 @@ runMain("exactly-once", async (signal, log) => {
     connections.push(anc);
     const beforeAck = async (c: { id: string }) => {
       if (c.id === lostAck && once(c.id)) {
-        log.warn({ applier: name, id: c.id }, "connection dies after the effects, before the ack: the charge will be delivered again");
+        log.warn(
+          { applier: name, id: c.id },
+          "connection dies after the effects, before the ack: the charge will be delivered again, to the other applier (this one is gone for the rest of the demo)",
+        );
         await anc.close();
       }
       if (c.id === lateAck && once(c.id)) {
         log.warn(
           { applier: name, id: c.id },
-          `slow: acking after ack_wait (${ackWaitMs}ms) ran out, so the charge is delivered again meanwhile`,
+          `slow: acking after ack_wait (${ackWaitMs}ms) ran out, so the charge is delivered again meanwhile (this applier waits ${(ackWaitMs + 1_000) / 1000}s: progress may stall that long)`,
         );
         await delay(ackWaitMs + 1_000);
       }
@@ -80,7 +83,9 @@ runMain("exactly-once", async (signal, log) => {
     last = appliedOnce();
     log.info({ applied: last, of: ids.length }, "progress");
   }
-  await delay(ackWaitMs + 1_500); // let the late ack's second delivery arrive and be counted
+  const settleMs = ackWaitMs + 1_500; // let the late ack's second delivery arrive and be counted
+  log.info({ wait_ms: settleMs }, `waiting ${settleMs / 1000}s for the late ack's second delivery, to count it`);
+  await delay(settleMs);
   await Promise.all(appliers.map((a) => a.stop()));
   await Promise.all(connections.map((c) => (c.isClosed() ? undefined : c.drain())));
 

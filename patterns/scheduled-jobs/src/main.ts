@@ -10,7 +10,7 @@ import { STREAM, setup } from "./setup.js";
 
 const usage = `usage: pnpm run pattern scheduled-jobs [--delay-ms N] [--recurring-runs N] [--json]
   --delay-ms N        how far ahead the one-off jobs are scheduled (default 2000)
-  --recurring-runs N  runs of the every-second and the cron job before they are cancelled (default 3)`;
+  --recurring-runs N  the every-second and the cron job run at least N times each, then both are cancelled (default 3)`;
 
 runMain("scheduled-jobs", async (signal, log) => {
   const options = demoOptions(usage, { "delay-ms": { default: 2_000, min: 1_000 }, "recurring-runs": 3 });
@@ -82,7 +82,7 @@ runMain("scheduled-jobs", async (signal, log) => {
   logSummary(
     log,
     summary,
-    `summary: once=${summary.once} early=${early} debounced_runs=${summary.debounced_runs} cancelled_runs=${summary.cancelled_runs} every_runs=${summary.every_runs} cron_runs=${summary.cron_runs} lost=${summary.lost}`,
+    `summary: once=${summary.once} early=${early} debounced_runs=${summary.debounced_runs} cancelled_runs=${summary.cancelled_runs} every_runs=${summary.every_runs} cron_runs=${summary.cron_runs} (at least ${recurringRuns} each: one may run again while the other catches up) lost=${summary.lost}`,
   );
   await nc.close();
   if (signal.aborted) return;

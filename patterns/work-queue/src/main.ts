@@ -79,7 +79,10 @@ runMain("work-queue", async (signal, log) => {
     const crashing: Handler = async (job, ctx) => {
       if (job.id === crashId && !crashed && workerCount > 1) {
         crashed = true;
-        log.warn({ worker: name, id: job.id }, "worker dies mid-job (connection closed, no ack): the job will be redelivered");
+        log.warn(
+          { worker: name, id: job.id },
+          "worker dies mid-job, before its handler ran (connection closed, no ack): the job comes back to another worker after ack_wait (redelivered counts only handlers run again)",
+        );
         await wnc.close();
         throw new Error("worker died");
       }
