@@ -510,6 +510,28 @@ describe("pnpm run new", () => {
     expect(readFileSync(join(dir, "wq/src/main.ts"), "utf8")).toMatch(/from "\.\/kit\/index\.js"/);
   });
 
+  // A starter is read without the repo beside it: its README may name only what the starter has.
+  it.each(patternNames())("writes %s's README for the starter alone: no repo command, path or link it lacks", async (name) => {
+    const to = join(dir, `alone-${name}`);
+    const r = await runNew([name, to]);
+    expect(r.code, r.stderr).toBe(0);
+    const readme = readFileSync(join(to, "README.md"), "utf8").replace(/^<!--.*-->$/m, "");
+    expect(readme).not.toMatch(/\bpnpm\b/); // its scripts run with npm
+    expect(readme).not.toMatch(/packages\/|patterns\/|@repo\//);
+    const scripts = Object.keys(JSON.parse(readFileSync(join(to, "package.json"), "utf8")).scripts);
+    for (const [, script] of readme.matchAll(/`npm run ([\w-]+)/g)) expect(scripts, `npm run ${script}`).toContain(script);
+    for (const [, link] of readme.matchAll(/\]\(([^)#\s]+)[^)]*\)/g))
+      if (!/^https?:/.test(link!)) expect(existsSync(join(to, link!)), `link ${link}`).toBe(true);
+  });
+
+  it("writes a starter whose npm test, without NATS_URL, fails saying to set it", async () => {
+    const text = readFileSync(join(dir, "wq/test/starter.test.ts"), "utf8");
+    // The check comes before any test runs, so the service test cannot fail first with "expected false to be true".
+    const guard = text.indexOf("if (!process.env.NATS_URL)");
+    expect(guard).toBeGreaterThan(-1);
+    expect(guard).toBeLessThan(text.indexOf("it("));
+  });
+
   it("refuses an unknown pattern and a non-empty directory in one line each, writing nothing", async () => {
     const unknown = await runNew(["nope", join(dir, "x")]);
     expect(unknown.code).toBe(2);
