@@ -1,9 +1,10 @@
 // `pnpm run new <pattern> <dir>`: copies a pattern out of the monorepo as a standalone project: its
 // src/ with the shared kit (packages/kit/src) inlined as src/kit/ and the imports pointed there, a
-// package.json with the exact versions this repo is tested with (no workspace links), a tsconfig.json,
-// its README and a minimal test that runs the demo against NATS_URL and checks its accounting.
+// package.json with the versions this repo is tested with as ^ ranges (no workspace links), a tsconfig.json,
+// its README (with what names the repo rewritten for a project on its own: forStarter) and a minimal
+// test that runs the demo against NATS_URL and checks its accounting.
 // Then in <dir>: `npm install && NATS_URL=nats://127.0.0.1:4222 npm test`, `npm start`.
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { repoRoot } from "./binary.js";
 import { patternNames } from "./patterns.js";
@@ -53,7 +54,7 @@ type Pkg = {
 };
 const readPkg = (dir: string) => JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as Pkg;
 const pkg = readPkg(from);
-/** The version installed in `where`, which is the one the matrix tested: pinned as ^x.y.z. */
+/** The version installed in `where`, which is the one the matrix tested, as ^x.y.z. */
 const installed = (dep: string, where = from) => {
   const file = join(where, "node_modules", dep, "package.json");
   if (!existsSync(file)) fail(`${dep} is not installed in ${where}: run "pnpm install" first`);
@@ -139,6 +140,34 @@ it("serves work fed by another process with npm start's service, and exits 0 on 
 });
 `;
 
+const check = hasService ? serviceChecks[name] : undefined;
+if (hasService && !check) fail(`${name} has a service but no entry in packages/harness/src/services.ts: add how to feed it`);
+
+/**
+ * The pattern's README for a project on its own: the repo's commands become the starter's scripts,
+ * the kit's paths its copy, links to other patterns plain names, the roles file its copy in nats/;
+ * the repo's own "Run and test" section and what is marked <!-- repo -->…<!-- /repo --> go.
+ */
+function forStarter(text: string): string {
+  const demo = hasService ? "npm run demo" : "npm start";
+  return (
+    text
+      .replace(/\n## Run and test\n[\s\S]*$/, "\n")
+      .replace(/<!-- repo -->[\s\S]*?<!-- \/repo -->/g, "")
+      .replace(new RegExp(`pnpm run pattern ${name}( -)?`, "g"), (_, option?: string) => (option ? `${demo} -- -` : demo))
+      // npm takes the options after a script's name for itself: they go after "--".
+      .replace(
+        /pnpm run (dlq|pause|resume)\b( (?=[\w[-]))?/g,
+        (_, script: string, more?: string) => `npm run ${script}${more ? " -- " : ""}`,
+      )
+      .replace(/`pnpm (bench|chaos)/g, "jetstream-patterns' `pnpm $1")
+      .replace(/`@repo\/kit` \(`packages\/kit`\)/g, "`src/kit/`")
+      .replace(/packages\/kit\/src\//g, "src/kit/")
+      .replace(/\]\(\.\.\/\.\.\/nats\//g, "](nats/")
+      .replace(/\[([^\]]+)\]\(\.\.\/[\w-]+\/?\)/g, "$1 (another pattern of jetstream-patterns)")
+  );
+}
+
 const json = (value: unknown) => `${JSON.stringify(value, null, 2)}\n`;
 writeFileSync(
   join(dir, "package.json"),
@@ -162,6 +191,8 @@ writeFileSync(
             prestart: `test -f dist/service.js || { echo "error: no dist/service.js: run npm run build first" >&2; exit 1; }`,
             start: "exec node dist/service.js",
             dev: "tsx src/service.ts",
+            // What feeds the service from another process (the starter's test runs it too).
+            ...(check ? { feed: `tsx ${check.feed[0]}` } : {}),
           }
         : {}),
       test: "vitest run --testTimeout=120000",
@@ -179,9 +210,10 @@ writeFileSync(
   json({ extends: "./tsconfig.json", compilerOptions: { noEmit: false, outDir: "dist", rootDir: "src" }, include: ["src"] }),
 );
 writeFileSync(join(dir, ".gitignore"), "node_modules/\ndist/\n");
-const readme = readFileSync(join(from, "README.md"), "utf8");
-const check = hasService ? serviceChecks[name] : undefined;
-if (hasService && !check) fail(`${name} has a service but no entry in packages/harness/src/services.ts: add how to feed it`);
+// The least-privilege roles the README describes, and the server config they include.
+mkdirSync(join(dir, "nats"));
+for (const f of ["roles.conf", "server.conf"]) copyFileSync(join(repoRoot, "nats", f), join(dir, "nats", f));
+const readme = forStarter(readFileSync(join(from, "README.md"), "utf8"));
 writeFileSync(
   join(dir, "test/starter.test.ts"),
   `// Runs the demo (src/main.ts) against the nats-server at NATS_URL and checks its accounting: it
@@ -189,8 +221,10 @@ writeFileSync(
 import { ${hasService ? "spawn, " : ""}spawnSync } from "node:child_process";
 ${check?.listen ? 'import { type AddressInfo, createServer } from "node:net";\n' : ""}${hasService ? 'import { createInterface } from "node:readline";\n' : ""}import { expect, it } from "vitest";
 
+// Before any test: without a server, each would fail on its own, less clearly.
+if (!process.env.NATS_URL) throw new Error("set NATS_URL to a nats-server with JetStream enabled (e.g. nats-server -js, or docker run -p 4222:4222 nats -js)");
+
 it("runs the ${name} demo against NATS_URL: nothing lost, nothing duplicated", () => {
-  if (!process.env.NATS_URL) throw new Error("set NATS_URL to a nats-server with JetStream enabled (e.g. nats-server -js, or docker run -p 4222:4222 nats -js)");
   const r = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts", ${(testArgs[name] ?? []).map((a) => JSON.stringify(a)).join(", ")}], {
     env: { ...process.env, LOG_FORMAT: "json" },
     encoding: "utf8",
@@ -221,6 +255,7 @@ ${
     ? `npm run build                               # compiles src/ to dist/ (once per deploy)
 NATS_URL=nats://127.0.0.1:4222 npm start     # the service (node dist/service.js): serves until SIGTERM
 NATS_URL=nats://127.0.0.1:4222 npm run dev   # the same from src/ with tsx, while you change it
+NATS_URL=nats://127.0.0.1:4222 npm run feed -- ${check?.feed.slice(1).join(" ")}   # work for it, from another process (${check?.feed[0]})
 NATS_URL=nats://127.0.0.1:4222 npm run demo  # the demo (options: npm run demo -- --help)`
     : "NATS_URL=nats://127.0.0.1:4222 npm start     # the demo (options: npm start -- --help)"
 }

@@ -516,7 +516,7 @@ describe("pnpm run new", () => {
     const r = await runNew([name, to]);
     expect(r.code, r.stderr).toBe(0);
     const readme = readFileSync(join(to, "README.md"), "utf8").replace(/^<!--.*-->$/m, "");
-    expect(readme).not.toMatch(/\bpnpm\b/); // its scripts run with npm
+    expect(readme).not.toMatch(/(?<!jetstream-patterns' `)\bpnpm\b/); // its scripts run with npm
     expect(readme).not.toMatch(/packages\/|patterns\/|@repo\//);
     const scripts = Object.keys(JSON.parse(readFileSync(join(to, "package.json"), "utf8")).scripts);
     for (const [, script] of readme.matchAll(/`npm run ([\w-]+)/g)) expect(scripts, `npm run ${script}`).toContain(script);
