@@ -14,5 +14,5 @@ export {
   useServer,
 } from "./server.js";
 export { type ServiceCheck, serviceChecks } from "./services.js";
-export { parseSent, refusal, sleep, waitFor } from "./testing.js";
+export { olderServer, parseSent, refusal, sleep, waitFor } from "./testing.js";
 export { makeTestCerts, type TestCerts } from "./tls.js";

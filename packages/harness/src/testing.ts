@@ -1,5 +1,6 @@
 // Small helpers for e2e tests: bounded waiting and unique names.
 import { explain, MalformedPayload } from "@repo/kit";
+import { cachedVersions } from "./binary.js";
 export async function waitFor(
   what: string,
   check: () => boolean | Promise<boolean>,
@@ -40,3 +41,13 @@ export function parseSent<T>(parse: (data: Uint8Array) => T, value: unknown): { 
     throw err;
   }
 }
+
+/**
+ * True when this run's server (NATS_SERVER_VERSION, as the matrix sets it) is not the newest cached:
+ * a test of what does not depend on the server's version (argument parsing, signals, credentials
+ * conventions, files written) then skips, and runs once, on the newest.
+ */
+export const olderServer = (): boolean => {
+  const v = process.env.NATS_SERVER_VERSION;
+  return v !== undefined && v !== "" && v !== cachedVersions().at(-1);
+};

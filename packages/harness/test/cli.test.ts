@@ -10,7 +10,7 @@ import { compareVersions, repoRoot, suiteFor } from "../src/binary.js";
 import { operatorMode } from "../src/operator.js";
 import { patternNames } from "../src/patterns.js";
 import { freePort, type NatsServer, startServer } from "../src/server.js";
-import { sleep } from "../src/testing.js";
+import { olderServer, sleep } from "../src/testing.js";
 import { makeTestCerts, type TestCerts } from "../src/tls.js";
 
 interface Run {
@@ -37,6 +37,10 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}, command = process.exec
   });
 }
 
+// What does not depend on the server's version (arguments, signals, the credential conventions, the
+// files a starter gets) runs once, on the newest; the matrix runs this file on every version.
+const newestOnly = olderServer() ? it.skip : it;
+
 const oneLine = (s: string) => s.trim().split("\n");
 const noStack = (s: string) => !/^\s+at /m.test(s);
 
@@ -55,7 +59,7 @@ afterAll(async () => {
 
 describe("pnpm run pattern", () => {
   // A first run fetches only the nats-server it starts (the download itself needs the network: untested).
-  it.each([
+  newestOnly.each([
     ["2.9.10", "bookworm"],
     ["2.9", "bookworm"],
     ["2.10.27", "trixie"],
@@ -66,7 +70,7 @@ describe("pnpm run pattern", () => {
     expect(suiteFor(version)).toBe(suite);
   });
 
-  it("lists the patterns with what each does, and exits 0, when no pattern is named (listing is not an error)", async () => {
+  newestOnly("lists the patterns with what each does, and exits 0, when no pattern is named (listing is not an error)", async () => {
     const r = await run([]);
     expect(r.code).toBe(0);
     expect(r.stderr).toBe("");
@@ -74,13 +78,13 @@ describe("pnpm run pattern", () => {
     for (const name of patternNames()) expect(r.stdout).toMatch(new RegExp(`^  ${name} +\\S`, "m"));
   });
 
-  it("rejects an unknown pattern with one line naming the choices", async () => {
+  newestOnly("rejects an unknown pattern with one line naming the choices", async () => {
     const r = await run(["no-such-pattern"]);
     expect(r.code).toBe(2);
     expect(oneLine(r.stderr)).toEqual([expect.stringMatching(/^error: unknown pattern "no-such-pattern" — choose one of: .*work-queue/)]);
   });
 
-  it("reports an unreachable NATS_URL in one line, without a stack trace", async () => {
+  newestOnly("reports an unreachable NATS_URL in one line, without a stack trace", async () => {
     const port = await freePort();
     const r = await run(["work-queue"], { NATS_URL: `nats://127.0.0.1:${port}` });
     expect(r.code).toBe(1);
@@ -88,20 +92,20 @@ describe("pnpm run pattern", () => {
     expect(noStack(r.stderr + r.stdout)).toBe(true);
   });
 
-  it("refuses --cluster together with NATS_URL in one line", async () => {
+  newestOnly("refuses --cluster together with NATS_URL in one line", async () => {
     const r = await run(["work-queue", "--cluster"], { NATS_URL: url });
     expect(r.code).toBe(2);
     expect(oneLine(r.stderr)).toEqual([expect.stringMatching(/^error: --cluster starts its own 3-node cluster: unset NATS_URL/)]);
   });
 
-  it("rejects a bad option value in one line", async () => {
+  newestOnly("rejects a bad option value in one line", async () => {
     const r = await run(["work-queue", "--jobs", "many"], { NATS_URL: url });
     expect(r.code).toBe(1);
     expect(oneLine(r.stderr)).toEqual(['error: --jobs must be a positive integer, got "many"']);
   });
 
   // Without NATS_URL the runner starts a server: a bad option must not wait for one, nor start one.
-  it.each([
+  newestOnly.each([
     [["--jobs", "many"], 'error: --jobs must be a positive integer, got "many"'],
     [["--jobs", "-5"], 'error: --jobs takes a value: write one that starts with "-" as --jobs=<value> (see --help)'],
     [["--jobs"], "error: --jobs needs a value (see --help)"],
@@ -129,7 +133,7 @@ describe("pnpm run pattern", () => {
   });
 
   for (const path of ["NATS_URL", "its own nats-server, through pnpm"] as const)
-    it(`stops work-queue on Ctrl-C with exit 130, reporting the jobs left in the queue as left, not lost (${path})`, async () => {
+    newestOnly(`stops work-queue on Ctrl-C with exit 130, reporting the jobs left in the queue as left, not lost (${path})`, async () => {
       const own = path !== "NATS_URL";
       const env: NodeJS.ProcessEnv = { ...process.env, LOG_FORMAT: "json", NATS_URL: url };
       if (own) delete env.NATS_URL;
@@ -166,41 +170,44 @@ describe("pnpm run pattern", () => {
     ["SIGTERM", 0],
     ["SIGHUP", 129],
   ] as const)
-    it(`passes ${signal} sent to the runner alone on to the demo, exits as it does (${status}) and stops its nats-server`, async () => {
-      const env: NodeJS.ProcessEnv = { ...process.env, LOG_FORMAT: "json" };
-      delete env.NATS_URL;
-      const runner = join(repoRoot, "packages/harness/src/run-pattern.ts");
-      const child = spawn(process.execPath, ["--import", "tsx", runner, "work-queue", "--jobs", "20000"], {
-        cwd: repoRoot,
-        env,
-        stdio: ["ignore", "pipe", "pipe"],
-        detached: true,
-      });
-      let out = "";
-      child.stdout.on("data", (d) => (out += d));
-      child.stderr.on("data", (d) => (out += d));
-      const exited = new Promise<number | null>((resolve) =>
-        child.once("exit", (code, sig) => resolve(code ?? (sig ? 128 + constants.signals[sig] : null))),
-      );
-      const timer = setTimeout(() => process.kill(-child.pid!, "SIGKILL"), 90_000);
-      for (let i = 0; i < 600 && !/"msg":"progress"/.test(out); i++) await sleep(100);
-      const started = /started nats-server \S+ on (nats:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1];
-      expect(started, out).toBeDefined();
-      child.kill(signal); // the runner alone, not its process group
-      const code = await exited;
-      clearTimeout(timer);
-      expect(code).toBe(status);
-      const left = await connect({ servers: started!, reconnect: false, timeout: 2_000 }).then(
-        async (c) => {
-          await c.close();
-          return "still serving";
-        },
-        () => "stopped",
-      );
-      expect(left).toBe("stopped");
-    });
+    newestOnly(
+      `passes ${signal} sent to the runner alone on to the demo, exits as it does (${status}) and stops its nats-server`,
+      async () => {
+        const env: NodeJS.ProcessEnv = { ...process.env, LOG_FORMAT: "json" };
+        delete env.NATS_URL;
+        const runner = join(repoRoot, "packages/harness/src/run-pattern.ts");
+        const child = spawn(process.execPath, ["--import", "tsx", runner, "work-queue", "--jobs", "20000"], {
+          cwd: repoRoot,
+          env,
+          stdio: ["ignore", "pipe", "pipe"],
+          detached: true,
+        });
+        let out = "";
+        child.stdout.on("data", (d) => (out += d));
+        child.stderr.on("data", (d) => (out += d));
+        const exited = new Promise<number | null>((resolve) =>
+          child.once("exit", (code, sig) => resolve(code ?? (sig ? 128 + constants.signals[sig] : null))),
+        );
+        const timer = setTimeout(() => process.kill(-child.pid!, "SIGKILL"), 90_000);
+        for (let i = 0; i < 600 && !/"msg":"progress"/.test(out); i++) await sleep(100);
+        const started = /started nats-server \S+ on (nats:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1];
+        expect(started, out).toBeDefined();
+        child.kill(signal); // the runner alone, not its process group
+        const code = await exited;
+        clearTimeout(timer);
+        expect(code).toBe(status);
+        const left = await connect({ servers: started!, reconnect: false, timeout: 2_000 }).then(
+          async (c) => {
+            await c.close();
+            return "still serving";
+          },
+          () => "stopped",
+        );
+        expect(left).toBe("stopped");
+      },
+    );
 
-  it("starts its own nats-server when NATS_URL is unset (through pnpm, as the README says)", async () => {
+  newestOnly("starts its own nats-server when NATS_URL is unset (through pnpm, as the README says)", async () => {
     const r = await run(["run", "--silent", "pattern", "work-queue", "--jobs", "20"], { NATS_URL: undefined }, "pnpm");
     expect(r.stderr).toMatch(/started nats-server \d+\.\d+\.\d+ on nats:\/\/127\.0\.0\.1:\d+/);
     expect(r.code).toBe(0);
@@ -271,14 +278,14 @@ describe("pnpm run pattern", () => {
     expect(lines.at(-1)).toMatchObject({ lost: 0, in_both: 0, left_in_queue: 0 });
   });
 
-  it("explains the runner with --help: every pattern, --cluster, the server and credential env vars", async () => {
+  newestOnly("explains the runner with --help: every pattern, --cluster, the server and credential env vars", async () => {
     const r = await run(["--help"], { NATS_URL: undefined });
     expect(r.code).toBe(0);
     for (const text of ["work-queue", "priority-queue", "--cluster", "NATS_URL", "NATS_TOKEN", "NATS_SERVER_VERSION", "<name> --help"])
       expect(r.stdout).toContain(text);
   });
 
-  it("prints a pattern's options with --help, without starting a server", async () => {
+  newestOnly("prints a pattern's options with --help, without starting a server", async () => {
     const r = await run(["priority-queue", "--help"], { NATS_URL: undefined });
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/usage: pnpm run pattern priority-queue/);
@@ -370,7 +377,7 @@ describe("pnpm run pattern", () => {
     },
   ];
   for (const { how, secrets, config, allow, deny, refused } of secured) {
-    it(`connects with ${how}, refuses in one line without it, and never prints the secret`, async () => {
+    newestOnly(`connects with ${how}, refuses in one line without it, and never prints the secret`, async () => {
       const locked = await startServer({ config: config() });
       try {
         const ok = await run(["fanout", "--orders", "5"], allow(locked.url));
@@ -389,24 +396,27 @@ describe("pnpm run pattern", () => {
     });
   }
 
-  it("connects with a creds file (NATS_CREDS) in operator mode, and says in one line when the account has no JetStream", async () => {
-    const op = await operatorMode(certs.dir);
-    const secured = await startServer({ config: op.config });
-    try {
-      const ok = await run(["fanout", "--orders", "5"], { NATS_URL: secured.url, NATS_CREDS: op.creds });
-      expect(ok.code, ok.stderr).toBe(0);
-      expect(JSON.parse(ok.stdout.trim().split("\n").at(-1)!)).toMatchObject({ lost: 0 });
-      const nojs = await run(["fanout", "--orders", "5"], { NATS_URL: secured.url, NATS_CREDS: op.noJetStreamCreds });
-      expect(nojs.code).toBe(1);
-      expect(oneLine(nojs.stderr)).toEqual([expect.stringMatching(/^error: JetStream is not enabled for this account — enable it/)]);
-      const denied = await run(["fanout", "--orders", "5"], { NATS_URL: secured.url });
-      expect(oneLine(denied.stderr)).toEqual([expect.stringMatching(refusedLine)]);
-      for (const seed of op.seeds)
-        for (const out of [ok, nojs, denied].flatMap((r) => [r.stdout, r.stderr])) expect(out).not.toContain(seed);
-    } finally {
-      await secured.stop();
-    }
-  });
+  newestOnly(
+    "connects with a creds file (NATS_CREDS) in operator mode, and says in one line when the account has no JetStream",
+    async () => {
+      const op = await operatorMode(certs.dir);
+      const secured = await startServer({ config: op.config });
+      try {
+        const ok = await run(["fanout", "--orders", "5"], { NATS_URL: secured.url, NATS_CREDS: op.creds });
+        expect(ok.code, ok.stderr).toBe(0);
+        expect(JSON.parse(ok.stdout.trim().split("\n").at(-1)!)).toMatchObject({ lost: 0 });
+        const nojs = await run(["fanout", "--orders", "5"], { NATS_URL: secured.url, NATS_CREDS: op.noJetStreamCreds });
+        expect(nojs.code).toBe(1);
+        expect(oneLine(nojs.stderr)).toEqual([expect.stringMatching(/^error: JetStream is not enabled for this account — enable it/)]);
+        const denied = await run(["fanout", "--orders", "5"], { NATS_URL: secured.url });
+        expect(oneLine(denied.stderr)).toEqual([expect.stringMatching(refusedLine)]);
+        for (const seed of op.seeds)
+          for (const out of [ok, nojs, denied].flatMap((r) => [r.stdout, r.stderr])) expect(out).not.toContain(seed);
+      } finally {
+        await secured.stop();
+      }
+    },
+  );
 
   it("refuses a demo run as one role of nats/roles.conf in one line naming the subject that role may not use", async () => {
     const roles = await startServer({ roles: true });
@@ -475,43 +485,46 @@ describe("pnpm run new", () => {
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("writes a standalone project: the pattern's src with the kit inlined, real versions (no workspace links), tsconfig, README, a test", async () => {
-    const r = await runNew(["work-queue", join(dir, "wq")]);
-    expect(r.code, r.stderr).toBe(0);
-    const pkg = JSON.parse(readFileSync(join(dir, "wq/package.json"), "utf8"));
-    expect(JSON.stringify(pkg)).not.toMatch(/workspace:|@repo\//);
-    expect(pkg.dependencies["@nats-io/jetstream"]).toMatch(/^\^\d+\.\d+\.\d+$/);
-    expect(pkg.scripts).toMatchObject({
-      build: "tsc -p tsconfig.build.json",
-      start: "exec node dist/service.js", // compiled, and npm's own child: it gets npm's SIGTERM
-      dev: "tsx src/service.ts",
-      demo: "tsx src/main.ts",
-      dlq: "tsx src/dlq.ts",
-      test: expect.stringContaining("vitest run"),
-    });
-    for (const f of [
-      "src/main.ts",
-      "src/worker.ts",
-      "src/kit/index.ts",
-      "src/kit/connect.ts",
-      "src/kit/publisher.ts",
-      "tsconfig.json",
-      "README.md",
-      "test/starter.test.ts",
-    ])
-      expect(existsSync(join(dir, "wq", f)), f).toBe(true);
-    // Standalone: the kit is inlined and nothing imports the workspace package any more.
-    const sources = ["src", "src/kit"].flatMap((d) =>
-      readdirSync(join(dir, "wq", d))
-        .filter((f) => f.endsWith(".ts"))
-        .map((f) => join(d, f)),
-    );
-    for (const f of sources) expect(readFileSync(join(dir, "wq", f), "utf8"), f).not.toMatch(/from "@repo\//);
-    expect(readFileSync(join(dir, "wq/src/main.ts"), "utf8")).toMatch(/from "\.\/kit\/index\.js"/);
-  });
+  newestOnly(
+    "writes a standalone project: the pattern's src with the kit inlined, real versions (no workspace links), tsconfig, README, a test",
+    async () => {
+      const r = await runNew(["work-queue", join(dir, "wq")]);
+      expect(r.code, r.stderr).toBe(0);
+      const pkg = JSON.parse(readFileSync(join(dir, "wq/package.json"), "utf8"));
+      expect(JSON.stringify(pkg)).not.toMatch(/workspace:|@repo\//);
+      expect(pkg.dependencies["@nats-io/jetstream"]).toMatch(/^\^\d+\.\d+\.\d+$/);
+      expect(pkg.scripts).toMatchObject({
+        build: "tsc -p tsconfig.build.json",
+        start: "exec node dist/service.js", // compiled, and npm's own child: it gets npm's SIGTERM
+        dev: "tsx src/service.ts",
+        demo: "tsx src/main.ts",
+        dlq: "tsx src/dlq.ts",
+        test: expect.stringContaining("vitest run"),
+      });
+      for (const f of [
+        "src/main.ts",
+        "src/worker.ts",
+        "src/kit/index.ts",
+        "src/kit/connect.ts",
+        "src/kit/publisher.ts",
+        "tsconfig.json",
+        "README.md",
+        "test/starter.test.ts",
+      ])
+        expect(existsSync(join(dir, "wq", f)), f).toBe(true);
+      // Standalone: the kit is inlined and nothing imports the workspace package any more.
+      const sources = ["src", "src/kit"].flatMap((d) =>
+        readdirSync(join(dir, "wq", d))
+          .filter((f) => f.endsWith(".ts"))
+          .map((f) => join(d, f)),
+      );
+      for (const f of sources) expect(readFileSync(join(dir, "wq", f), "utf8"), f).not.toMatch(/from "@repo\//);
+      expect(readFileSync(join(dir, "wq/src/main.ts"), "utf8")).toMatch(/from "\.\/kit\/index\.js"/);
+    },
+  );
 
   // A starter is read without the repo beside it: its README may name only what the starter has.
-  it.each(patternNames())("writes %s's README for the starter alone: no repo command, path or link it lacks", async (name) => {
+  newestOnly.each(patternNames())("writes %s's README for the starter alone: no repo command, path or link it lacks", async (name) => {
     const to = join(dir, `alone-${name}`);
     const r = await runNew([name, to]);
     expect(r.code, r.stderr).toBe(0);
@@ -524,7 +537,7 @@ describe("pnpm run new", () => {
       if (!/^https?:/.test(link!)) expect(existsSync(join(to, link!)), `link ${link}`).toBe(true);
   });
 
-  it("writes a starter whose npm test, without NATS_URL, fails saying to set it", async () => {
+  newestOnly("writes a starter whose npm test, without NATS_URL, fails saying to set it", async () => {
     const text = readFileSync(join(dir, "wq/test/starter.test.ts"), "utf8");
     // The check comes before any test runs, so the service test cannot fail first with "expected false to be true".
     const guard = text.indexOf("if (!process.env.NATS_URL)");
@@ -532,7 +545,7 @@ describe("pnpm run new", () => {
     expect(guard).toBeLessThan(text.indexOf("it("));
   });
 
-  it("refuses an unknown pattern and a non-empty directory in one line each, writing nothing", async () => {
+  newestOnly("refuses an unknown pattern and a non-empty directory in one line each, writing nothing", async () => {
     const unknown = await runNew(["nope", join(dir, "x")]);
     expect(unknown.code).toBe(2);
     expect(oneLine(unknown.stderr)).toEqual([expect.stringMatching(/^error: unknown pattern "nope" — choose one of: .*work-queue/)]);
