@@ -24,7 +24,7 @@ const { values } = parseArgs({
 if (values.help) {
   console.log(`usage: pnpm bench [--quick] [--only ingest,consume,queue,patterns,memory,bullmq,r3] [--save]
   --quick  CI's smoke: small counts, every message accounted for, no goal judged
-  --save   also write results.json and results.svg to packages/bench/results/ (what the README shows)`);
+  --save   also write results.json and results.svg to packages/bench/results/ (what packages/bench/README.md shows)`);
   process.exit(0);
 }
 const quick = values.quick === true;

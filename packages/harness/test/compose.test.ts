@@ -27,7 +27,7 @@ const compose = parse(readFileSync(join(repoRoot, "docker-compose.yml"), "utf8")
   services: Record<string, Service>;
 };
 const services = Object.entries(compose.services);
-const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
+const readme = readFileSync(join(repoRoot, "nats/README.md"), "utf8"); // where the compose services are described
 const flag = (s: Service, name: string) => s.command[s.command.indexOf(name) + 1];
 const dirs: string[] = [];
 afterAll(() => {
