@@ -139,7 +139,8 @@ export function startPulling(nc: NatsConnection, o: PullerOptions): Puller {
         return;
       }
       // A status: 408 when a pull expired (it says how many of its jobs never came), 409 when the server
-      // ended it for another reason, 100 an idle heartbeat.
+      // ended it for another reason. 100 (an idle heartbeat) comes only to pulls that ask for one, which
+      // ours do not: should one come, it ends nothing.
       const h = msg.headers;
       if (!h) return; // not from the server
       heard = Date.now();

@@ -70,11 +70,22 @@ export interface DeadLetterMover {
 }
 
 /** Copies a job still in the JOBS stream to the DLQ, then removes it. Returns false if it is gone. */
-async function move(js: JetStreamClient, jsm: JetStreamManager, seq: number, deliveries: number, reason: string): Promise<boolean> {
+async function move(
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  log: Logger,
+  seq: number,
+  deliveries: number,
+  reason: string,
+): Promise<boolean> {
   const stored = await jsm.streams.getMessage(STREAM, { seq });
   if (!stored) return false; // a worker acked or dead-lettered it already
   await deadLetter(js, { subject: stored.subject, seq, deliveries, reason, by: "dlq-mover", data: stored.data, headers: stored.header });
-  await jsm.streams.deleteMessage(STREAM, seq, false).catch(() => false);
+  await jsm.streams.deleteMessage(STREAM, seq, false).catch((err: unknown) => {
+    // Gone since (a late ack took it), or not now (a timeout): a job left behind is found by a sweep,
+    // and its dead letter is stored once (its msg id names the job's seq).
+    log.warn({ seq, err: String(err) }, "dlq-mover: dead-lettered, but the job could not be deleted from the work stream");
+  });
   return true;
 }
 
@@ -87,7 +98,7 @@ export async function startDeadLetterMover(nc: NatsConnection, log: Logger, onMo
       const advisory = m.json<{ stream_seq: number; deliveries: number }>();
       const reason = `no ack after ${advisory.deliveries} deliveries (worker died or timed out)`;
       try {
-        if (await move(js, jsm, advisory.stream_seq, advisory.deliveries, reason)) {
+        if (await move(js, jsm, log, advisory.stream_seq, advisory.deliveries, reason)) {
           log.warn({ seq: advisory.stream_seq, deliveries: advisory.deliveries }, "dlq-mover: dead-lettered a job no worker acked");
           onMoved?.(advisory.stream_seq);
         }
@@ -129,7 +140,7 @@ export async function startDeadLetterMover(nc: NatsConnection, log: Logger, onMo
       const still = new Set(await remaining(first.delivered));
       let moved = 0;
       for (const seq of candidates.filter((s) => still.has(s))) {
-        if (await move(js, jsm, seq, first.maxDeliver, "ran out of deliveries while no dlq-mover listened (found by sweep)")) {
+        if (await move(js, jsm, log, seq, first.maxDeliver, "ran out of deliveries while no dlq-mover listened (found by sweep)")) {
           moved++;
           onMoved?.(seq);
         }

@@ -1,5 +1,5 @@
 // A worker: pulls jobs from the shared durable consumer and competes with the other workers for them.
-// Success -> ack (confirmed by the server). Failure -> nak with the backoff delay, or on the last
+// Success -> ack (not waiting for the server's answer; confirmAcks waits). Failure -> nak with the backoff delay, or on the last
 // delivery -> DLQ. Malformed payload -> DLQ at once (retrying cannot fix it).
 import { jetstream } from "@nats-io/jetstream";
 import { delay, type NatsConnection } from "@nats-io/transport-node";
@@ -272,7 +272,8 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
       freeSlots.push(slot);
     }
     let acked: boolean | undefined;
-    if (opts.confirmAcks) acked = await m.ackAck().catch(() => false);
+    if (opts.confirmAcks)
+      acked = await m.ackAck(); // false when the server did not answer in time: never throws
     else m.ack();
     opts.onOutcome?.({ kind: "processed", job, ctx, acked });
   };

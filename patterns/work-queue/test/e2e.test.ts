@@ -362,7 +362,7 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
     try {
       // A worker that takes jobs and never answers: each delivery times out (a crash loop).
       const js = jetstream(nc);
-      const sink = await (await js.consumers.get(STREAM, "workers")).consume({ max_messages: 1 });
+      const sink = await (await js.consumers.get(STREAM, CONSUMER)).consume({ max_messages: 1 });
       const deliveries: number[] = [];
       const swallow = (async () => {
         for await (const m of sink) deliveries.push(m.info.deliveryCount);
@@ -412,7 +412,7 @@ describe(`work-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest
 
   it("sweeps a job that ran out of deliveries while no dlq-mover was listening into the DLQ, once", async () => {
     const js = jetstream(nc);
-    const sink = await (await js.consumers.get(STREAM, "workers")).consume({ max_messages: 1 });
+    const sink = await (await js.consumers.get(STREAM, CONSUMER)).consume({ max_messages: 1 });
     let deliveries = 0;
     const swallow = (async () => {
       for await (const _ of sink) deliveries++;
@@ -929,7 +929,7 @@ describe("pausing and resuming the workers' consumer (src/control.ts, pnpm run p
     const paused = await control(["pause", "5"]);
     expect(paused.code, paused.stderr).toBe(0);
     expect(paused.stdout).toMatch(/^paused JOBS\/workers until /);
-    expect((await jsm.consumers.info(STREAM, "workers")).paused).toBe(true);
+    expect((await jsm.consumers.info(STREAM, CONSUMER)).paused).toBe(true);
     await publishJobs(nc, jobsNamed("held", 3));
     await sleep(1_500);
     expect(t.ids("processed")).toEqual([]); // queued, not delivered
