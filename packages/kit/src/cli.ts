@@ -3,11 +3,8 @@
 import { writeSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { type ParseArgsConfig, parseArgs } from "node:util";
-import { isJetStreamNotEnabled, isNoResponders, permissionDenied } from "./errors.js";
+import { explain, UserError } from "./errors.js";
 import { createLogger, flushLogs, type Logger } from "./log.js";
-
-/** An error whose message is the whole story: printed as one line, no stack trace. */
-export class UserError extends Error {}
 
 /** A whole-number option of at least `min`, or a UserError naming the option and what it got. */
 export function intOption(name: string, value: string | undefined, min = 1): number {
@@ -16,20 +13,6 @@ export function intOption(name: string, value: string | undefined, min = 1): num
     throw new UserError(`${name} must be ${min === 1 ? "a positive integer" : `an integer >= ${min}`}, got "${value ?? ""}"`);
   }
   return n;
-}
-
-/** Node's parseArgs reports unknown or malformed options with ERR_PARSE_ARGS_* codes. */
-const isBadArgs = (err: unknown) => err instanceof Error && String((err as { code?: unknown }).code).startsWith("ERR_PARSE_ARGS");
-
-/** parseArgs' complaint, in one line of our own (its messages run to three lines, and differ by Node version). */
-function badArgs(err: Error): string {
-  const option = /'(-[^' ]+)/.exec(err.message)?.[1];
-  const code = (err as { code?: unknown }).code;
-  if (option && code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") return `unknown option ${option} (see --help)`;
-  if (option && err.message.includes("ambiguous"))
-    return `${option} takes a value: write one that starts with "-" as ${option}=<value> (see --help)`;
-  if (option && err.message.includes("argument missing")) return `${option} needs a value (see --help)`;
-  return `${err.message.split("\n")[0]} (see --help)`;
 }
 
 /** Runs a CLI entry point: Ctrl-C or SIGTERM aborts the signal, any error is one line on stderr and exit 1. */
@@ -51,27 +34,6 @@ export function runMain(name: string, fn: (signal: AbortSignal, log: Logger) => 
       exit(1);
     },
   );
-}
-
-/** What a failed run says, in one line: the error's own words, or what to do about a failure we recognise. */
-export function explain(err: unknown, name = "run"): string {
-  const text = err instanceof Error ? err.message : String(err);
-  const denied = permissionDenied(err);
-  if (denied) {
-    const what = denied.operation === "publish" ? "publish to" : "subscribe to";
-    if (denied.operation !== "publish" && denied.subject.startsWith("_INBOX"))
-      return `not permitted: this user may not subscribe to ${denied.subject}, where its replies would come — set NATS_INBOX_PREFIX to the inbox prefix it may read (nats/roles.conf: _INBOX.<user>)`;
-    return `not permitted: this user may not ${what} ${denied.subject} — run this step as a user whose permissions allow it (each pattern's README lists its roles)`;
-  }
-  if (err instanceof UserError) return text;
-  if (isBadArgs(err)) return badArgs(err as Error);
-  if (isJetStreamNotEnabled(err) && isNoResponders(err)) {
-    return "no JetStream answered: is it enabled on this server? Start nats-server with -js (or jetstream {} in its config)";
-  }
-  if (isJetStreamNotEnabled(err)) {
-    return "JetStream is not enabled for this account — enable it for the account on the server (jetstream: enabled in its accounts block, or JetStream limits in its account JWT)";
-  }
-  return `${name} failed: ${text}`;
 }
 
 /** True when this module is the process's entry (`tsx src/producer.ts`), not imported. */

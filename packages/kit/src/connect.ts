@@ -13,8 +13,7 @@ import {
   type NodeConnectionOptions,
   nkeyAuthenticator,
 } from "@nats-io/transport-node";
-import { UserError } from "./cli.js";
-import { isAuthError, isTimeout, isTlsError, messageOf } from "./errors.js";
+import { isAuthError, isTimeout, isTlsError, messageOf, UserError } from "./errors.js";
 
 export const DEFAULT_URL = "nats://127.0.0.1:4222";
 

@@ -1,10 +1,11 @@
 // The kit: the runtime code every pattern of jetstream-patterns shares, in one place (packages/kit).
 // `pnpm run new` copies these files into a starter's src/kit/ and points the pattern's imports there.
-export { CHECK_OPTIONS_ONLY, demoOptions, explain, type IntSpec, intOption, isEntry, runMain, UserError } from "./cli.js";
+export { CHECK_OPTIONS_ONLY, demoOptions, type IntSpec, intOption, isEntry, runMain } from "./cli.js";
 export { connectFromEnv, DEFAULT_URL, inboxFor, optionsFromEnv, redactUrl, serversFromEnv, urlCredentials } from "./connect.js";
 export {
   ApiCodes,
   apiCode,
+  explain,
   isAuthError,
   isJetStreamNotEnabled,
   isNoResponders,
@@ -15,6 +16,7 @@ export {
   messageOf,
   permissionDenied,
   type Refusal,
+  UserError,
   watchRefusals,
 } from "./errors.js";
 export { createLogger, flushLogs, type Logger, logSummary } from "./log.js";

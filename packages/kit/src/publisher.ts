@@ -8,9 +8,8 @@
 // and the refused message goes again: the stream's own back-pressure, not an error.
 import { PubHeaders } from "@nats-io/jetstream";
 import { headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
-import { explain } from "./cli.js";
 import { inboxFor } from "./connect.js";
-import { ApiCodes, watchRefusals } from "./errors.js";
+import { ApiCodes, explain, watchRefusals } from "./errors.js";
 
 export interface OutgoingMessage {
   subject: string;

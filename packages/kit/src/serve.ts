@@ -11,8 +11,7 @@
 // pull) ends it, and `stopped` then says why, for /healthz.
 import type { Consumer, ConsumerInfo, ConsumerMessages, FetchMessages, JsMsg } from "@nats-io/jetstream";
 import { delay, errors, type NatsConnection } from "@nats-io/transport-node";
-import { explain } from "./cli.js";
-import { messageOf, type Refusal, watchRefusals } from "./errors.js";
+import { explain, messageOf, type Refusal, watchRefusals } from "./errors.js";
 import type { Logger } from "./log.js";
 import { MalformedPayload } from "./payload.js";
 import { versionAtLeast } from "./version.js";

@@ -2,8 +2,7 @@
 // pattern depends on. A mismatch is reported, never silently changed: a stream may hold someone's data.
 import type { ConsumerConfig, JetStreamManager, StreamConfig } from "@nats-io/jetstream";
 import { delay } from "@nats-io/transport-node";
-import { UserError } from "./cli.js";
-import { ApiCodes, apiCode, isNotFound, isTimeout } from "./errors.js";
+import { ApiCodes, apiCode, isNotFound, isTimeout, UserError } from "./errors.js";
 
 export type StreamSpec = Partial<StreamConfig> & { name: string };
 
