@@ -49,5 +49,6 @@ export function parseSent<T>(parse: (data: Uint8Array) => T, value: unknown): { 
  */
 export const olderServer = (): boolean => {
   const v = process.env.NATS_SERVER_VERSION;
-  return v !== undefined && v !== "" && v !== cachedVersions().at(-1);
+  const newest = process.env.MATRIX_NEWEST || cachedVersions().at(-1); // the matrix's newest, else the cache's
+  return Boolean(v) && newest !== undefined && newest !== v && !newest.startsWith(`${v}.`);
 };

@@ -37,8 +37,9 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}, command = process.exec
   });
 }
 
-// What does not depend on the server's version (arguments, signals, the credential conventions, the
-// files a starter gets) runs once, on the newest; the matrix runs this file on every version.
+// What does not depend on the server's version (arguments, signals, help, the files a starter gets)
+// runs once, on the newest; the matrix runs this file on every version. How a server refuses a
+// credential or a TLS client is the server's, and is tested on each.
 const newestOnly = olderServer() ? it.skip : it;
 
 const oneLine = (s: string) => s.trim().split("\n");
@@ -58,7 +59,8 @@ afterAll(async () => {
 });
 
 describe("pnpm run pattern", () => {
-  // A first run fetches only the nats-server it starts (the download itself needs the network: untested).
+  // A first run fetches only the nats-server it starts: the suite it asks for (the download itself needs
+  // the network, and is not tested here).
   newestOnly.each([
     ["2.9.10", "bookworm"],
     ["2.9", "bookworm"],
@@ -66,7 +68,7 @@ describe("pnpm run pattern", () => {
     ["2.15.1", "sid"],
     ["2.90.0", "sid"],
     [undefined, "sid"],
-  ])("fetches nats-server %s, when it is not cached, from Debian %s alone", (version, suite) => {
+  ])("picks, for nats-server %s, the one Debian suite %s that packages it", (version, suite) => {
     expect(suiteFor(version)).toBe(suite);
   });
 
@@ -104,14 +106,15 @@ describe("pnpm run pattern", () => {
     expect(oneLine(r.stderr)).toEqual(['error: --jobs must be a positive integer, got "many"']);
   });
 
-  // Without NATS_URL the runner starts a server: a bad option must not wait for one, nor start one.
+  // Without NATS_URL the runner starts a server while the demo checks its options: a bad option is the
+  // demo's one line, and the server is stopped without a word.
   newestOnly.each([
     [["--jobs", "many"], 'error: --jobs must be a positive integer, got "many"'],
     [["--jobs", "-5"], 'error: --jobs takes a value: write one that starts with "-" as --jobs=<value> (see --help)'],
     [["--jobs"], "error: --jobs needs a value (see --help)"],
     [["--jobs=-5"], 'error: --jobs must be a positive integer, got "-5"'],
     [["--no-such"], "error: unknown option --no-such (see --help)"],
-  ])("rejects work-queue %j in one line before it starts a nats-server", async (args, line) => {
+  ])("rejects work-queue %j in one line, announcing no nats-server", async (args, line) => {
     const r = await run(["work-queue", ...args], { NATS_URL: undefined });
     expect(r.code).toBe(1);
     expect(oneLine(r.stderr)).toEqual([line]);
@@ -377,7 +380,7 @@ describe("pnpm run pattern", () => {
     },
   ];
   for (const { how, secrets, config, allow, deny, refused } of secured) {
-    newestOnly(`connects with ${how}, refuses in one line without it, and never prints the secret`, async () => {
+    it(`connects with ${how}, refuses in one line without it, and never prints the secret`, async () => {
       const locked = await startServer({ config: config() });
       try {
         const ok = await run(["fanout", "--orders", "5"], allow(locked.url));
@@ -396,27 +399,24 @@ describe("pnpm run pattern", () => {
     });
   }
 
-  newestOnly(
-    "connects with a creds file (NATS_CREDS) in operator mode, and says in one line when the account has no JetStream",
-    async () => {
-      const op = await operatorMode(certs.dir);
-      const secured = await startServer({ config: op.config });
-      try {
-        const ok = await run(["fanout", "--orders", "5"], { NATS_URL: secured.url, NATS_CREDS: op.creds });
-        expect(ok.code, ok.stderr).toBe(0);
-        expect(JSON.parse(ok.stdout.trim().split("\n").at(-1)!)).toMatchObject({ lost: 0 });
-        const nojs = await run(["fanout", "--orders", "5"], { NATS_URL: secured.url, NATS_CREDS: op.noJetStreamCreds });
-        expect(nojs.code).toBe(1);
-        expect(oneLine(nojs.stderr)).toEqual([expect.stringMatching(/^error: JetStream is not enabled for this account — enable it/)]);
-        const denied = await run(["fanout", "--orders", "5"], { NATS_URL: secured.url });
-        expect(oneLine(denied.stderr)).toEqual([expect.stringMatching(refusedLine)]);
-        for (const seed of op.seeds)
-          for (const out of [ok, nojs, denied].flatMap((r) => [r.stdout, r.stderr])) expect(out).not.toContain(seed);
-      } finally {
-        await secured.stop();
-      }
-    },
-  );
+  it("connects with a creds file (NATS_CREDS) in operator mode, and says in one line when the account has no JetStream", async () => {
+    const op = await operatorMode(certs.dir);
+    const secured = await startServer({ config: op.config });
+    try {
+      const ok = await run(["fanout", "--orders", "5"], { NATS_URL: secured.url, NATS_CREDS: op.creds });
+      expect(ok.code, ok.stderr).toBe(0);
+      expect(JSON.parse(ok.stdout.trim().split("\n").at(-1)!)).toMatchObject({ lost: 0 });
+      const nojs = await run(["fanout", "--orders", "5"], { NATS_URL: secured.url, NATS_CREDS: op.noJetStreamCreds });
+      expect(nojs.code).toBe(1);
+      expect(oneLine(nojs.stderr)).toEqual([expect.stringMatching(/^error: JetStream is not enabled for this account — enable it/)]);
+      const denied = await run(["fanout", "--orders", "5"], { NATS_URL: secured.url });
+      expect(oneLine(denied.stderr)).toEqual([expect.stringMatching(refusedLine)]);
+      for (const seed of op.seeds)
+        for (const out of [ok, nojs, denied].flatMap((r) => [r.stdout, r.stderr])) expect(out).not.toContain(seed);
+    } finally {
+      await secured.stop();
+    }
+  });
 
   it("refuses a demo run as one role of nats/roles.conf in one line naming the subject that role may not use", async () => {
     const roles = await startServer({ roles: true });
@@ -537,7 +537,7 @@ describe("pnpm run new", () => {
       if (!/^https?:/.test(link!)) expect(existsSync(join(to, link!)), `link ${link}`).toBe(true);
   });
 
-  newestOnly("writes a starter whose npm test, without NATS_URL, fails saying to set it", async () => {
+  newestOnly("writes a starter's test that checks NATS_URL before any of its tests", async () => {
     const text = readFileSync(join(dir, "wq/test/starter.test.ts"), "utf8");
     // The check comes before any test runs, so the service test cannot fail first with "expected false to be true".
     const guard = text.indexOf("if (!process.env.NATS_URL)");

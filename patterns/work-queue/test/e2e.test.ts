@@ -893,14 +893,8 @@ describe("the worker service (src/service.ts, a starter's npm start)", () => {
         return s?.state === "running" && s.worker !== holder.worker;
       });
       const taken = (await getStatus(status, "long")) as Extract<JobStatus, { state: "running" }>;
-      // Failed once on 2.9.10 with 1: what both held, and the status's history, say how it came about.
-      const history = async () => {
-        const w = await status.kv.history({ key: "long" });
-        const seen: unknown[] = [];
-        for await (const e of w) seen.push({ rev: e.revision, op: e.operation, value: e.operation === "PUT" ? e.string() : undefined });
-        return seen;
-      };
-      expect(taken.delivery, JSON.stringify({ holder, taken, history: await history(), first: first.stderr() })).toBe(2);
+      // Failed once on 2.9.10 with 1: what each held, and the first one's log, say how it came about.
+      expect(taken.delivery, JSON.stringify({ holder, taken, first: first.stderr() })).toBe(2);
       // Handed back before the first one exited, so taken by then (give or take a moment). A job left
       // in hand would come back only after its ack_wait: 2s after that worker's last sign of life,
       // which is at most stop deadline + a pull's end (1.3s) before it exits, so 0.7s after at least.
