@@ -52,6 +52,10 @@ export function suiteFor(wanted: string | undefined): string {
   return "sid";
 }
 
+/** True when findServerBinary needs no download (NATS_SERVER_BIN, or the version in the cache). */
+export const serverAtHand = (wanted = process.env.NATS_SERVER_VERSION || undefined): boolean =>
+  Boolean(process.env.NATS_SERVER_BIN) || fromCache(wanted) !== undefined;
+
 /** Resolves the binary for NATS_SERVER_VERSION (default: the newest available). */
 export function findServerBinary(wanted = process.env.NATS_SERVER_VERSION || undefined): ServerBinary {
   const explicit = process.env.NATS_SERVER_BIN;

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { constants } from "node:os";
 import { join } from "node:path";
 import { CHECK_OPTIONS_ONLY } from "@repo/kit";
-import { repoRoot } from "./binary.js";
+import { repoRoot, serverAtHand } from "./binary.js";
 import { startCluster } from "./cluster.js";
 import { patternNames } from "./patterns.js";
 import { startServer } from "./server.js";
@@ -76,13 +76,16 @@ async function main(): Promise<number> {
   const cwd = join(repoRoot, "patterns", name);
   if (!env.NATS_URL && !wantsHelp) {
     const what = cluster ? "a 3-node nats-server cluster" : "nats-server";
-    const starting = cluster ? startCluster() : startServer();
-    starting.catch(() => {}); // reported below, once the options are known to be good
     // The demo's options first, checked while the server starts: a bad one is the demo's own one-line
-    // error, and no server is announced for a run that will not happen.
-    const checked = await exitCode(
-      spawn(process.execPath, demoArgs, { cwd, env: { ...env, [CHECK_OPTIONS_ONLY]: "1" }, stdio: "inherit" }),
-    );
+    // error, and no server is announced for a run that will not happen. A server still to be fetched
+    // (the first run) is fetched only once the options are good.
+    const check = exitCode(spawn(process.execPath, demoArgs, { cwd, env: { ...env, [CHECK_OPTIONS_ONLY]: "1" }, stdio: "inherit" }));
+    const start = (): Promise<{ url: string; version: string; stop(): Promise<void> }> => (cluster ? startCluster() : startServer());
+    const starting = serverAtHand()
+      ? start()
+      : check.then((code) => (code === 0 && !early ? start() : Promise.reject(new Error("not needed"))));
+    starting.catch(() => {}); // reported below, once the options are known to be good
+    const checked = await check;
     if (checked !== 0 || early) {
       await starting.then((s) => s.stop()).catch(() => {});
       return early ? 128 + (constants.signals[early] ?? 0) : checked;
