@@ -796,15 +796,21 @@ describe("job status, progress and results (src/status.ts)", () => {
   // the job back still ran its handler, and its progress overwrote the new holder's running status.
   it("keeps the newest delivery's running status: progress from a worker that no longer holds the job does not overwrite it", async () => {
     const [job] = jobsNamed("moved", 1);
+    const running = (worker: string, seq: number, delivery: number, progress?: number) =>
+      ({ state: "running", at: Date.now(), worker, seq, delivery, progress }) as const;
     await markQueued(status, job!.id);
-    await advance(status, job!.id, { state: "running", at: Date.now(), worker: "x", delivery: 1 });
-    await advance(status, job!.id, { state: "running", at: Date.now(), worker: "y", delivery: 2 });
-    const late = { state: "running" as const, at: Date.now(), worker: "x", delivery: 1, progress: 0.5 };
-    expect(await advance(status, job!.id, late)).toMatchObject({ worker: "y", delivery: 2 });
+    await advance(status, job!.id, running("x", 10, 1));
+    await advance(status, job!.id, running("y", 10, 2));
+    expect(await advance(status, job!.id, running("x", 10, 1, 0.5))).toMatchObject({ worker: "y", delivery: 2 });
     expect(await getStatus(status, job!.id)).toMatchObject({ state: "running", worker: "y", delivery: 2 });
     // The holder's own progress still moves it on.
-    await advance(status, job!.id, { state: "running", at: Date.now(), worker: "y", delivery: 2, progress: 0.7 });
+    await advance(status, job!.id, running("y", 10, 2, 0.7));
     expect(await getStatus(status, job!.id)).toMatchObject({ worker: "y", delivery: 2, progress: 0.7 });
+    // The same job published again (a later message: its deliveries start at 1 again) is the newer one,
+    // and the handler still running for the earlier message is the older, whatever its delivery count.
+    await advance(status, job!.id, running("z", 25, 1));
+    expect(await getStatus(status, job!.id)).toMatchObject({ worker: "z", seq: 25, delivery: 1 });
+    expect(await advance(status, job!.id, running("y", 10, 2, 0.9))).toMatchObject({ worker: "z", seq: 25 });
   });
 
   it("lets a final status expire: per entry (a TTL on the final write) on 2.11+, by the bucket's max age before", async () => {
