@@ -17,7 +17,14 @@ export const STATUS_BUCKET = "job_status";
 
 export type JobStatus =
   | { state: "queued"; at: number }
-  | { state: "running"; at: number; worker: string; delivery: number; progress?: number }
+  | {
+      state: "running";
+      at: number;
+      worker: string /** the job's message in the work stream */;
+      seq?: number;
+      delivery: number;
+      progress?: number;
+    }
   | { state: "done"; at: number; result?: unknown /** Why the result could not be kept (not JSON, too large). */; resultError?: string }
   | { state: "dead_lettered"; at: number; reason: string };
 
@@ -86,10 +93,15 @@ export async function markQueued(store: StatusStore, id: string): Promise<void> 
 /**
  * A running entry from an earlier delivery than the one recorded: its worker no longer holds the job
  * (it handed it back at its stop deadline, or its ack_wait passed) and its handler, which JavaScript
- * cannot stop, is still reporting progress.
+ * cannot stop, is still reporting progress. Earlier means an earlier message of the job (it was
+ * published again, or requeued: a later one's deliveries start at 1 again), or an earlier delivery of
+ * the same one. Entries without a seq (written before it was kept) compare by delivery alone.
  */
-const olderDelivery = (next: JobStatus, current: JobStatus) =>
-  next.state === "running" && current.state === "running" && next.delivery < current.delivery;
+const olderDelivery = (next: JobStatus, current: JobStatus) => {
+  if (next.state !== "running" || current.state !== "running") return false;
+  if (next.seq !== undefined && current.seq !== undefined && next.seq !== current.seq) return next.seq < current.seq;
+  return next.delivery < current.delivery;
+};
 
 /**
  * Moves a job's status forwards to `next`, compare-and-set on the revision. Returns the status it

@@ -108,7 +108,7 @@ class Context implements JobContext {
     return this.m.subject;
   }
   running(progress?: number) {
-    return { state: "running" as const, at: Date.now(), worker: this.worker, delivery: this.delivery, progress };
+    return { state: "running" as const, at: Date.now(), worker: this.worker, seq: this.seq, delivery: this.delivery, progress };
   }
   async progress(fraction: number) {
     this.m.working();
