@@ -91,9 +91,11 @@ function serversToDial(urls: string[]): string[] {
 }
 
 /**
- * How long a connection's handshake may take: NATS_TIMEOUT, else 5 s, as the NATS CLI's --timeout
- * (nats.go's default is 2 s, nats.js's 20 s). It is also how long a refusal that nats.js reports only
- * as a timeout takes to report: a server that verifies client certificates and gets none.
+ * How long a connection's handshake may take: NATS_TIMEOUT, else 5 s. That is the NATS CLI's variable
+ * and default for how long to wait on the server, in its format (a Go duration); the CLI applies it to
+ * its requests, here it bounds the handshake only (JetStream API calls keep nats.js's own 5 s).
+ * nats.js alone would wait 20 s, which is also how long a refusal it reports only as a timeout would
+ * take: a server that verifies client certificates and gets none.
  */
 export const CONNECT_TIMEOUT_MS = 5_000;
 
@@ -104,9 +106,12 @@ function timeoutFromEnv(): number {
   const text = process.env.NATS_TIMEOUT;
   if (!text) return CONNECT_TIMEOUT_MS;
   const parts = [...text.matchAll(/(\d+\.?\d*|\.\d+)(ms|us|µs|ns|h|m|s)/g)];
-  const ms = Math.round(parts.reduce((sum, [, n, unit]) => sum + Number(n) * DURATION_UNIT_MS[unit!]!, 0));
-  if (parts.map((p) => p[0]).join("") !== text || !(ms > 0))
-    throw new UserError(`NATS_TIMEOUT must be a duration such as 5s, 500ms or 1m30s, got "${text}"`);
+  // Under a millisecond is the least a timer waits (nats.js reads 0 as its 20 s); past 2^31-1 ms a
+  // Node timer fires at once.
+  const ms = Math.ceil(parts.reduce((sum, [, n, unit]) => sum + Number(n) * DURATION_UNIT_MS[unit!]!, 0));
+  const tooLong = ms > 2 ** 31 - 1;
+  if (parts.map((p) => p[0]).join("") !== text || !(ms > 0) || tooLong)
+    throw new UserError(`NATS_TIMEOUT must be a duration such as 5s, 500ms or 1m30s, got "${text}"${tooLong ? " (at most 596h)" : ""}`);
   return ms;
 }
 
