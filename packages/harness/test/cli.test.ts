@@ -535,6 +535,10 @@ describe("pnpm run new", () => {
     for (const [, script] of readme.matchAll(/`npm run ([\w-]+)/g)) expect(scripts, `npm run ${script}`).toContain(script);
     for (const [, link] of readme.matchAll(/\]\(([^)#\s]+)[^)]*\)/g))
       if (!/^https?:/.test(link!)) expect(existsSync(join(to, link!)), `link ${link}`).toBe(true);
+    // Files it names as its own: src/, test/, nats/ and .ci/ paths are the starter's, or not named.
+    for (const [, path] of readme.matchAll(/(?<!jetstream-patterns' )`((?:src|test|nats|\.ci)\/[\w./-]*\w)`/g))
+      expect(existsSync(join(to, path!)), `names ${path}`).toBe(true);
+    expect(readme).not.toMatch(/repo root/);
   });
 
   newestOnly("writes a starter's test that checks NATS_URL before any of its tests", async () => {
