@@ -165,10 +165,9 @@ export async function connectFromEnv(name: string, extra: Partial<NodeConnection
         `TLS with nats-server at ${where} failed (${messageOf(err)}) — set NATS_CA to the server's CA, and NATS_CERT/NATS_KEY if it verifies clients`,
       );
     }
-    // Unset, NATS_URL is the CLI's default: most often the server a demo started, gone with it.
-    const unset = process.env.NATS_URL
-      ? ""
-      : " (NATS_URL is unset, so this tried the default; a server that `pnpm run pattern` started stops when its demo ends)";
+    // Unset, NATS_URL is the CLI's default: say so (in the repo, most often the server a demo started
+    // for itself, gone with it; a starter runs no server of its own).
+    const unset = process.env.NATS_URL ? "" : " (NATS_URL is unset, so this tried the default)";
     throw new UserError(`no nats-server at ${where} (${messageOf(err)})${unset} — start one (nats-server -js) and set NATS_URL to it`);
   }
 }
