@@ -899,8 +899,11 @@ describe("the worker service (src/service.ts, a starter's npm start)", () => {
         return s?.state === "running" && s.worker !== holder.worker;
       });
       const taken = (await getStatus(status, "long")) as Extract<JobStatus, { state: "running" }>;
-      // Failed once on 2.9.10 with 1: what each held, and the first one's log, say how it came about.
-      expect(taken.delivery, JSON.stringify({ holder, taken, first: first.stderr() })).toBe(2);
+      // On 2.9 the count can go backwards: the hand-back lands after a failed delivery (a pull whose
+      // listener had gone), and the server moved its position back (nats-server#5305, fixed in 2.10.14:
+      // see the README), so the next delivery says 1 again.
+      const counts = versionAtLeast(nc.info?.version, "2.10.0") ? [2] : [1, 2];
+      expect(counts, JSON.stringify({ holder, taken, first: first.stderr() })).toContain(taken.delivery);
       // Handed back before the first one exited, so taken by then (give or take a moment). A job left
       // in hand would come back only after its ack_wait: 2s after that worker's last sign of life,
       // which is at most stop deadline + a pull's end (1.3s) before it exits, so 0.7s after at least.
