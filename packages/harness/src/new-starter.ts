@@ -164,6 +164,7 @@ function forStarter(text: string): string {
       .replace(/`@repo\/kit` \(`packages\/kit`\)/g, "`src/kit/`")
       .replace(/packages\/kit\/src\//g, "src/kit/")
       .replace(/\]\(\.\.\/\.\.\/nats\//g, "](nats/")
+      .replace(/\[([^\]]+)\]\(\.\.\/\.\.\/[^)]+\)/g, "$1 (in jetstream-patterns)")
       .replace(/\[([^\]]+)\]\(\.\.\/[\w-]+\/?\)/g, "$1 (another pattern of jetstream-patterns)")
       .replace(/ +# from the repo root/g, "")
       .split("\n")
