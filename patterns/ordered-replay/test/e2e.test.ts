@@ -194,6 +194,27 @@ describe(`ordered-replay on nats-server ${version}`, () => {
     expect(seqs).toEqual(range(1, 1_500));
   });
 
+  // Found by pnpm chaos ordered-replay (seed 637247231: append 26, kill the replayer, restart the
+  // server): the replayer that took over read its position, could not make its ordered consumer while
+  // the server restarted, and started again from seq 1.
+  it.skipIf(!!process.env.NATS_URL)(
+    "resumes from its saved position when its first ordered consumer cannot be made (the server restarting)",
+    async () => {
+      await appendEvents(nc, ledgerEvents(50));
+      await positions.put("restarting", "30");
+      // The position is read, then the server goes before the ordered consumer is made, and comes back.
+      const restarting = Object.create(positions) as KV;
+      restarting.get = async (key: string) => {
+        const e = await positions.get(key);
+        await server.kill();
+        setTimeout(() => void server.restart(), 500);
+        return e;
+      };
+      const { seqs } = await collect({ name: "restarting", positions: restarting, from: "resume" });
+      expect(seqs).toEqual(range(31, 50));
+    },
+  );
+
   it.skipIf(!!process.env.NATS_URL)("keeps order and skips nothing across a server restart in the middle of a replay", async () => {
     await appendEvents(nc, ledgerEvents(2_000));
     const seqs: number[] = [];
