@@ -101,10 +101,12 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
   // nats.js recreates an ordered consumer after a gap or missed heartbeats. If even that gets stuck
   // (seen here when the stream leader is killed), a watchdog starts a new one after the last sequence.
   for (let restarts = 0; ; restarts++) {
-    if (restarts > 0)
+    // After the last event seen; before any, where it was asked to start (the saved position, a
+    // sequence, a time), not at seq 1.
+    if (restarts > 0 && result.last !== undefined)
       Object.assign(opts, {
         deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: (result.last ?? 0) + 1,
+        opt_start_seq: result.last + 1,
         opt_start_time: undefined,
       });
     // A save only every N events; the others pass without a promise (no await per event).
