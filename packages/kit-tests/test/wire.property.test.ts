@@ -246,6 +246,7 @@ describe("NATS_TIMEOUT: how long a connection's handshake may take, a Go duratio
     ["1500000us", 1_500],
     ["100us", 1], // under a millisecond: the least nats.js can wait, not 0 (which it reads as 20 s)
     ["596h", 2_145_600_000],
+    ["2.007s", 2_007], // not 2008: 2.007 × 1000 is 2007.0000000000002 in floating point
   ])("reads %s as %d ms", (text, ms) => {
     expect(timeoutFrom(text)).toBe(ms);
   });
