@@ -108,9 +108,10 @@ function timeoutFromEnv(): number {
   const parts = [...text.matchAll(/(\d+\.?\d*|\.\d+)(ms|us|µs|ns|h|m|s)/g)];
   // Under a millisecond is the least a timer waits (nats.js reads 0 as its 20 s); past 2^31-1 ms a
   // Node timer fires at once.
-  const ms = Math.ceil(parts.reduce((sum, [, n, unit]) => sum + Number(n) * DURATION_UNIT_MS[unit!]!, 0));
+  const exact = parts.reduce((sum, [, n, unit]) => sum + Number(n) * DURATION_UNIT_MS[unit!]!, 0);
+  const ms = Math.max(1, Math.round(exact)); // round, not ceil: 2.007s is 2007 ms, not 2008
   const tooLong = ms > 2 ** 31 - 1;
-  if (parts.map((p) => p[0]).join("") !== text || !(ms > 0) || tooLong)
+  if (parts.map((p) => p[0]).join("") !== text || !(exact > 0) || tooLong)
     throw new UserError(`NATS_TIMEOUT must be a duration such as 5s, 500ms or 1m30s, got "${text}"${tooLong ? " (at most 596h)" : ""}`);
   return ms;
 }
