@@ -223,7 +223,7 @@ writeFileSync(
   join(dir, "tsconfig.build.json"),
   json({ extends: "./tsconfig.json", compilerOptions: { noEmit: false, outDir: "dist", rootDir: "src" }, include: ["src"] }),
 );
-writeFileSync(join(dir, ".gitignore"), "node_modules/\ndist/\n");
+writeFileSync(join(dir, ".gitignore"), "node_modules/\ndist/\nnats/roles.env\n"); // roles.env: the passwords make-passwords.sh writes
 // The least-privilege roles the README describes, the server config they include, and the script
 // that makes their passwords.
 mkdirSync(join(dir, "nats"));

@@ -20,7 +20,8 @@ export type JobStatus =
   | {
       state: "running";
       at: number;
-      worker: string /** the job's message in the work stream */;
+      worker: string;
+      /** The job's message in the work stream (a job published again or requeued is a later one). */
       seq?: number;
       delivery: number;
       progress?: number;
