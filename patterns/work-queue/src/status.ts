@@ -26,8 +26,16 @@ export type JobStatus =
       delivery: number;
       progress?: number;
     }
-  | { state: "done"; at: number; result?: unknown /** Why the result could not be kept (not JSON, too large). */; resultError?: string }
-  | { state: "dead_lettered"; at: number; reason: string };
+  | {
+      state: "done";
+      at: number;
+      result?: unknown;
+      /** Why the result could not be kept (not JSON, too large). */
+      resultError?: string;
+      /** The message that ended it, as on a running entry. */
+      seq?: number;
+    }
+  | { state: "dead_lettered"; at: number; reason: string; seq?: number };
 
 export type FinalStatus = Extract<JobStatus, { state: "done" | "dead_lettered" }>;
 

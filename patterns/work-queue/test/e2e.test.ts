@@ -813,6 +813,32 @@ describe("job status, progress and results (src/status.ts)", () => {
     expect(await advance(status, job!.id, running("y", 10, 2, 0.9))).toMatchObject({ worker: "z", seq: 25 });
   });
 
+  // From a cold review: a requeue while the older message's handler hangs, then that handler ends.
+  it("keeps a newer message's run when the older message's handler ends after a requeue", async () => {
+    const [job] = jobsNamed("requeued-late", 1);
+    await markQueued(status, job!.id);
+    await advance(status, job!.id, { state: "running", at: Date.now(), worker: "x", seq: 10, delivery: 5 });
+    await advance(status, job!.id, { state: "queued", at: Date.now() }); // as requeue resets it
+    await advance(status, job!.id, { state: "running", at: Date.now(), worker: "y", seq: 30, delivery: 1 });
+    const late = { state: "dead_lettered" as const, at: Date.now(), reason: "failed on delivery 5 of 5", seq: 10 };
+    expect(await advance(status, job!.id, late)).toMatchObject({ state: "running", worker: "y", seq: 30 });
+    expect(await advance(status, job!.id, { state: "done", at: Date.now(), result: "ok", seq: 30 })).toMatchObject({ state: "done" });
+  });
+
+  it("leaves a finished job's status alone when its requeue is run again (the publish a duplicate)", async () => {
+    const twice = encodeJob({ id: "twice", task: "resize" });
+    await deadLetter(jetstream(nc), { subject: twice.subject, seq: 7, deliveries: 4, reason: "boom", by: "test", data: twice.data });
+    const [letter] = await listDeadLetters(jsm);
+    const js = jetstream(nc);
+    const crash = async () => {
+      throw new Error("crashed before the delete");
+    };
+    await expect(requeue(js, jsm, letter!.seq, { beforeDelete: crash, status })).rejects.toThrow(/crashed/);
+    await advance(status, "twice", { state: "done", at: Date.now(), result: "ok" }); // the requeued job ran
+    expect(await requeue(js, jsm, letter!.seq, { status })).toMatchObject({ duplicate: true });
+    expect(await getStatus(status, "twice")).toMatchObject({ state: "done", result: "ok" });
+  });
+
   it("lets a final status expire: per entry (a TTL on the final write) on 2.11+, by the bucket's max age before", async () => {
     const [job] = jobsNamed("kept", 1);
     await markQueued(status, job!.id);
