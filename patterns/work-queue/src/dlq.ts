@@ -12,7 +12,7 @@ import { headers } from "@nats-io/transport-node";
 import { connectFromEnv, isEntry, isNotFound, runMain, storedMessages, UserError } from "@repo/kit";
 import { DlqHeaders } from "./dead-letter.js";
 import { DLQ_PREFIX, DLQ_STREAM, STREAM, SUBJECT_PREFIX } from "./setup.js";
-import { type JobStatus, openStatusIfAny, type StatusStore } from "./status.js";
+import { openStatusIfAny, requeuedStatus, type StatusStore } from "./status.js";
 
 export interface DeadLetterInfo {
   seq: number;
@@ -113,7 +113,7 @@ export async function requeue(
     const k = key.toLowerCase();
     if (!k.startsWith("dlq-") && !k.startsWith("nats-")) for (const v of values) h.append(key, v);
   }
-  if (o.status && id) await o.status.kv.put(id, JSON.stringify({ state: "queued", at: Date.now() } satisfies JobStatus));
+  if (o.status && id) await requeuedStatus(o.status, id);
   const ack = await js.publish(subject, m.data, { headers: h, msgID: `${DLQ_STREAM}-${seq}`, expect: { streamName: STREAM } });
   await o.beforeDelete?.();
   await jsm.streams.deleteMessage(DLQ_STREAM, seq, false);

@@ -113,6 +113,33 @@ const olderDelivery = (next: JobStatus, current: JobStatus) => {
 };
 
 /**
+ * A final state from an earlier message of the job than the run recorded: a handler of that message,
+ * requeued while it hung, that ended since. The newer message's run ends the job.
+ */
+const olderMessage = (next: JobStatus, current: JobStatus) =>
+  isFinal(next) && current.state === "running" && next.seq !== undefined && current.seq !== undefined && next.seq < current.seq;
+
+/**
+ * Back to queued for a requeue (so a worker does not take the old `dead_lettered`, or the `running`
+ * a dead worker left, as its end), unless the job is done: a requeue run again after it ran, whose
+ * publish is a duplicate, must not leave it queued for ever. Compare-and-set, like advance().
+ */
+export async function requeuedStatus(store: StatusStore, id: string): Promise<void> {
+  for (let tries = 0; ; tries++) {
+    const e = await store.kv.get(id);
+    if (e && e.operation === "PUT" && decode(e).state === "done") return;
+    const data = JSON.stringify({ state: "queued", at: Date.now() } satisfies JobStatus);
+    try {
+      if (!e) await store.kv.create(id, data);
+      else await store.kv.update(id, data, e.revision);
+      return;
+    } catch (err) {
+      if (apiCode(err) !== ApiCodes.StreamWrongLastSequence || tries >= 20) throw err;
+    }
+  }
+}
+
+/**
  * Moves a job's status forwards to `next`, compare-and-set on the revision. Returns the status it
  * holds afterwards: `next`, or the current one when `next` would go backwards (a final state stays,
  * and so does the running entry of a later delivery).
@@ -121,7 +148,11 @@ export async function advance(store: StatusStore, id: string, next: JobStatus): 
   for (let tries = 0; ; tries++) {
     const e = await store.kv.get(id);
     const current = e && e.operation === "PUT" ? decode(e) : undefined;
-    if (current && (isFinal(current) || rank[next.state] < rank[current.state] || olderDelivery(next, current))) return current;
+    if (
+      current &&
+      (isFinal(current) || rank[next.state] < rank[current.state] || olderDelivery(next, current) || olderMessage(next, current))
+    )
+      return current;
     const data = JSON.stringify(next);
     try {
       if (!e) await store.kv.create(id, data);

@@ -164,7 +164,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
       return;
     }
     if (opts.status && job)
-      await advance(opts.status, job.id, { state: "dead_lettered", at: Date.now(), reason }).catch((err: unknown) =>
+      await advance(opts.status, job.id, { state: "dead_lettered", at: Date.now(), reason, seq: m.seq }).catch((err: unknown) =>
         log.warn({ id: job.id, err: String(err) }, "dead-lettered, but its status could not be recorded"),
       );
     terminate(m, reason, nc.info?.version);
@@ -174,24 +174,24 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
 
   // A result that is not JSON, or too large for a message, is not kept: done without it, saying why.
   const room = Math.max(0, (nc.info?.max_payload ?? 1_048_576) - 4_096); // headers (a TTL) and the status around it
-  const doneStatus = (result: unknown): JobStatus => {
-    const done = { state: "done" as const, at: Date.now(), result };
+  const doneStatus = (result: unknown, seq: number): JobStatus => {
+    const done = { state: "done" as const, at: Date.now(), result, seq };
     let json: string | undefined;
     try {
       json = JSON.stringify(done);
     } catch (err) {
-      return { state: "done", at: done.at, resultError: `result not kept: ${messageOf(err)}` };
+      return { state: "done", at: done.at, seq, resultError: `result not kept: ${messageOf(err)}` };
     }
     if (Buffer.byteLength(json ?? "") > room)
-      return { state: "done", at: done.at, resultError: `result not kept: larger than a message can be (${room} bytes)` };
+      return { state: "done", at: done.at, seq, resultError: `result not kept: larger than a message can be (${room} bytes)` };
     return done;
   };
   // The job succeeded: recording that is not part of it, so a status that cannot be written never
   // makes the handler run again nor sends the job to the DLQ. A write that fails for a passing reason
   // (a timeout, a leader election) is tried again for a while; the job stays in hand meanwhile (its
   // heartbeat goes on), so it is not handed to another worker.
-  const recordDone = async (status: StatusStore, id: string, result: unknown) => {
-    const done = doneStatus(result);
+  const recordDone = async (status: StatusStore, id: string, result: unknown, seq: number) => {
+    const done = doneStatus(result, seq);
     for (let tries = 1; ; tries++) {
       try {
         await advance(status, id, done);
@@ -199,7 +199,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
       } catch (err) {
         if (tries >= 5 || nc.isClosed()) {
           // Last, done without the result (the bucket may take less than a message: max_value_size).
-          const without: JobStatus = { state: "done", at: Date.now(), resultError: `result not kept: ${messageOf(err)}` };
+          const without: JobStatus = { state: "done", at: Date.now(), seq, resultError: `result not kept: ${messageOf(err)}` };
           if (done.state === "done" && "result" in done && done.result !== undefined && !nc.isClosed())
             if (
               await advance(status, id, without).then(
@@ -266,7 +266,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
         opts.onOutcome?.({ kind: "retry", job, ctx, reason, delayMs });
         return;
       }
-      if (opts.status) await recordDone(opts.status, job.id, result);
+      if (opts.status) await recordDone(opts.status, job.id, result, m.seq);
     } finally {
       inHand[slot] = undefined;
       freeSlots.push(slot);
