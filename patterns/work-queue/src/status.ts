@@ -100,59 +100,27 @@ export async function markQueued(store: StatusStore, id: string): Promise<void> 
 }
 
 /**
- * A running entry from an earlier delivery than the one recorded: its worker no longer holds the job
- * (it handed it back at its stop deadline, or its ack_wait passed) and its handler, which JavaScript
- * cannot stop, is still reporting progress. Earlier means an earlier message of the job (it was
- * published again, or requeued: a later one's deliveries start at 1 again), or an earlier delivery of
- * the same one. Entries without a seq (written before it was kept) compare by delivery alone.
+ * `next` comes from an earlier message of the job, or an earlier delivery of the same one, than the
+ * run `current` records: its handler, which JavaScript cannot stop, outlived its hold on the job (it
+ * was handed back at a stop deadline, its ack_wait passed, or the job was requeued while it hung). A
+ * later message's deliveries start at 1 again, so the message comes first. A final state is kept back
+ * only by a later message; entries without a seq (written before it was kept) compare by delivery.
  */
-const olderDelivery = (next: JobStatus, current: JobStatus) => {
-  if (next.state !== "running" || current.state !== "running") return false;
+const superseded = (next: JobStatus, current: JobStatus) => {
+  if (current.state !== "running" || (next.state !== "running" && !isFinal(next))) return false;
   if (next.seq !== undefined && current.seq !== undefined && next.seq !== current.seq) return next.seq < current.seq;
-  return next.delivery < current.delivery;
+  return next.state === "running" && next.delivery < current.delivery;
 };
 
 /**
- * A final state from an earlier message of the job than the run recorded: a handler of that message,
- * requeued while it hung, that ended since. The newer message's run ends the job.
+ * Writes `next` unless `keep` says the current status stays, compare-and-set on the revision (a final
+ * state with the store's TTL). Returns the status the entry holds afterwards.
  */
-const olderMessage = (next: JobStatus, current: JobStatus) =>
-  isFinal(next) && current.state === "running" && next.seq !== undefined && current.seq !== undefined && next.seq < current.seq;
-
-/**
- * Back to queued for a requeue (so a worker does not take the old `dead_lettered`, or the `running`
- * a dead worker left, as its end), unless the job is done: a requeue run again after it ran, whose
- * publish is a duplicate, must not leave it queued for ever. Compare-and-set, like advance().
- */
-export async function requeuedStatus(store: StatusStore, id: string): Promise<void> {
-  for (let tries = 0; ; tries++) {
-    const e = await store.kv.get(id);
-    if (e && e.operation === "PUT" && decode(e).state === "done") return;
-    const data = JSON.stringify({ state: "queued", at: Date.now() } satisfies JobStatus);
-    try {
-      if (!e) await store.kv.create(id, data);
-      else await store.kv.update(id, data, e.revision);
-      return;
-    } catch (err) {
-      if (apiCode(err) !== ApiCodes.StreamWrongLastSequence || tries >= 20) throw err;
-    }
-  }
-}
-
-/**
- * Moves a job's status forwards to `next`, compare-and-set on the revision. Returns the status it
- * holds afterwards: `next`, or the current one when `next` would go backwards (a final state stays,
- * and so does the running entry of a later delivery).
- */
-export async function advance(store: StatusStore, id: string, next: JobStatus): Promise<JobStatus> {
+async function compareAndSet(store: StatusStore, id: string, next: JobStatus, keep: (current: JobStatus) => boolean): Promise<JobStatus> {
   for (let tries = 0; ; tries++) {
     const e = await store.kv.get(id);
     const current = e && e.operation === "PUT" ? decode(e) : undefined;
-    if (
-      current &&
-      (isFinal(current) || rank[next.state] < rank[current.state] || olderDelivery(next, current) || olderMessage(next, current))
-    )
-      return current;
+    if (current && keep(current)) return current;
     const data = JSON.stringify(next);
     try {
       if (!e) await store.kv.create(id, data);
@@ -165,6 +133,29 @@ export async function advance(store: StatusStore, id: string, next: JobStatus): 
       if (apiCode(err) !== ApiCodes.StreamWrongLastSequence || tries >= 20) throw err;
     }
   }
+}
+
+/**
+ * Back to queued for a requeue (so a worker does not take the old `dead_lettered`, or the `running`
+ * a dead worker left, as its end), unless the job is done: a requeue run again after it ran, whose
+ * publish is a duplicate, must not leave it queued for ever.
+ */
+export async function requeuedStatus(store: StatusStore, id: string): Promise<void> {
+  await compareAndSet(store, id, { state: "queued", at: Date.now() }, (current) => current.state === "done");
+}
+
+/**
+ * Moves a job's status forwards to `next`, compare-and-set on the revision. Returns the status it
+ * holds afterwards: `next`, or the current one when `next` would go backwards (a final state stays,
+ * and so does the run of a later message or delivery: see superseded).
+ */
+export function advance(store: StatusStore, id: string, next: JobStatus): Promise<JobStatus> {
+  return compareAndSet(
+    store,
+    id,
+    next,
+    (current) => isFinal(current) || rank[next.state] < rank[current.state] || superseded(next, current),
+  );
 }
 
 /**
