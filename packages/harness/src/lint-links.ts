@@ -6,14 +6,17 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { repoRoot } from "./binary.js";
 
+/** Markdown's fenced code blocks, blanked line for line so line numbers stay. */
+const unfenced = (text: string) => text.replace(/^```[\s\S]*?^```/gm, (block) => block.replace(/[^\n]/g, ""));
+
 /** Markdown without its code: fenced blocks and inline code spans hold no links. */
-const prose = (text: string) => text.replace(/^```[\s\S]*?^```/gm, (block) => block.replace(/[^\n]/g, "")).replace(/`[^`\n]*`/g, "");
+const prose = (text: string) => unfenced(text).replace(/`[^`\n]*`/g, "");
 
 /** The anchors GitHub gives a file's headings: lower case, punctuation dropped, spaces as "-", repeats numbered. */
 export function anchors(markdown: string): Set<string> {
   const seen = new Map<string, number>();
   const out = new Set<string>();
-  for (const [, heading] of markdown.replace(/^```[\s\S]*?^```/gm, "").matchAll(/^#{1,6} +(.+?) *#*$/gm)) {
+  for (const [, heading] of unfenced(markdown).matchAll(/^#{1,6} +(.+?) *#*$/gm)) {
     const base = heading!
       .replace(/`/g, "")
       .toLowerCase()
