@@ -105,6 +105,55 @@ describe(`the kit's pull() on nats-server ${process.env.NATS_SERVER_VERSION ?? "
   });
 });
 
+describe("the kit's pull() acks, sent together at the end of a turn of the event loop", () => {
+  // The ack is held back, so the message's other answers must be too: the first answer counts.
+  it.each([
+    ["naks it", (m: JsMsg) => m.nak()],
+    ["terms it", (m: JsMsg) => m.term()],
+    [
+      "throws (the kit would nak it)",
+      () => {
+        throw new Error("after its ack");
+      },
+    ],
+  ])("keeps an ack when the handler then %s: none comes again", async (_, after) => {
+    for (let i = 0; i < 5; i++) await jetstream(nc).publish("pulled.x", String(i));
+    const runs: number[] = [];
+    await start(async (m) => {
+      runs.push(m.seq);
+      m.ack();
+      after(m);
+    }, {});
+    await waitFor("5 handled", () => runs.length >= 5, { timeoutMs: 5_000 });
+    await sleep(1_500); // past the 1 s ack_wait and the 1 s nak delay: a lost ack would show now
+    expect(runs).toEqual([1, 2, 3, 4, 5]);
+    expect((await jsm.consumers.info("PULLED", "c")).num_ack_pending).toBe(0);
+  });
+
+  it("sends every ack given before stop() and the connection's close: none comes again", async () => {
+    const own = await connect({ servers: server.url });
+    for (let i = 0; i < 300; i++) await jetstream(nc).publish("pulled.x", String(i));
+    const consumer = await jetstream(own).consumers.get("PULLED", "c");
+    let handled = 0;
+    const serving = await pull(
+      consumer,
+      async (m) => {
+        handled++;
+        m.ack();
+      },
+      { nc: own, log, who: { test: "stop" }, batch: 64 },
+    );
+    await waitFor("some handled", () => handled >= 100, { timeoutMs: 5_000 });
+    await serving.stop();
+    await own.close();
+    await sleep(1_500); // past the 1 s ack_wait
+    const info = await jsm.consumers.info("PULLED", "c");
+    // Every message it handled was acked: only those it never handled (handed back) are left.
+    expect(info.num_ack_pending).toBe(0);
+    expect(info.ack_floor.stream_seq).toBe(handled);
+  });
+});
+
 describe("the kit's pull() keyOf, when the failed message is handled before those held behind it", () => {
   it("still hands a newer message of the key back until the held ones are handled", async () => {
     for (const s of ["a.1", "b.1", "a.2", "a.3"]) await jetstream(nc).publish(`pulled.${s.split(".")[0]}`, s);

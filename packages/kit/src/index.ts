@@ -33,7 +33,7 @@ export {
 } from "./publisher.js";
 export { ackInfo, Delivery, type Puller, type PullerOptions, startPulling } from "./pulling.js";
 export { nextStored, storedMessages } from "./read.js";
-export { type PullOptions, pull, pullRefusals, type Serving, terminate } from "./serve.js";
+export { type PullOptions, pull, pullRefusals, type Serving, sentTogether, terminate } from "./serve.js";
 export { type Running, runService, stopWithin } from "./service.js";
 export { ensureConsumer, ensureStream, placed, replicas, type StreamSpec } from "./stream.js";
 export { compareVersions, versionAtLeast } from "./version.js";

@@ -7,7 +7,7 @@
 // startTierWorker (nats-server >= 2.11 / 2.12): the server picks, using a priority group.
 import { type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { deadline, type Msg, type NatsConnection, nanos } from "@nats-io/transport-node";
-import { inboxFor, type Logger, pull } from "@repo/kit";
+import { inboxFor, type Logger, pull, sentTogether } from "@repo/kit";
 import { parseTask, type Task } from "./producer.js";
 import { consumerFor, GROUP, LEVELS, type Level, STREAM, subjectFor } from "./setup.js";
 
@@ -46,6 +46,7 @@ export interface Stoppable {
 
 const enc = new TextEncoder();
 const WPI = enc.encode("+WPI");
+const ACK = enc.encode("+ACK");
 
 /** The task, or undefined (logged) when its payload is malformed. */
 function checked(data: Uint8Array, log: Logger, worker: string): Task | undefined {
@@ -182,6 +183,7 @@ export async function startWorker(o: PriorityWorkerOptions): Promise<Stoppable> 
   };
 
   let hand: Hand | undefined;
+  const acks = sentTogether(nc);
   const loop = (async () => {
     while (!stopping) {
       // Strict mode: a task of a higher level than the hand's arrived, so the rest of the hand goes back
@@ -204,8 +206,8 @@ export async function startWorker(o: PriorityWorkerOptions): Promise<Stoppable> 
       }
       try {
         await o.handler(task);
-        if (o.confirmAcks) await nc.request(m.reply!, enc.encode("+ACK"), { timeout: 5_000 });
-        else m.respond(enc.encode("+ACK"));
+        if (o.confirmAcks) await nc.request(m.reply!, ACK, { timeout: 5_000 });
+        else acks.later(() => m.respond(ACK)); // with the others of this turn, in one write (the kit's sentTogether)
         o.onDone?.({ task, worker: name, startedAt: hand.takenAt });
       } catch (err) {
         log.warn({ worker: name, id: task.id, err: String(err) }, "task failed; back to its level in 1s");
@@ -222,6 +224,7 @@ export async function startWorker(o: PriorityWorkerOptions): Promise<Stoppable> 
       stopping = true;
       wake?.();
       await loop;
+      acks.flush();
       clearInterval(heartbeat);
       handBack(hand); // what was taken but not started is free for other workers now
       bell.unsubscribe();
