@@ -9,7 +9,11 @@ export interface Link {
   /** The port to connect to instead of the target's. */
   port: number;
   cut(): void;
+  /** Holds only what the target sends (its sockets are not read) while clients' bytes still flow; heal() lets it through. */
+  holdReplies(): void;
   heal(): void;
+  /** Calls `watch` with each chunk a client sends, before it goes on to the target. */
+  onSent(watch: (chunk: Buffer) => void): void;
   isCut(): boolean;
   close(): Promise<void>;
 }
@@ -18,15 +22,22 @@ export async function tcpLink(targetPort: number): Promise<Link> {
   let cut = false;
   const open = new Set<Socket>();
   const held: Socket[] = [];
+  const upstreams = new Set<Socket>();
+  const watchers: ((chunk: Buffer) => void)[] = [];
 
   const join = (client: Socket) => {
     const upstream = createConnection({ host: "127.0.0.1", port: targetPort });
+    upstreams.add(upstream);
+    upstream.on("close", () => upstreams.delete(upstream));
     for (const [from, to] of [
       [client, upstream],
       [upstream, client],
     ] as const) {
       open.add(from);
-      from.on("data", (d) => to.write(d));
+      from.on("data", (d: Buffer) => {
+        if (from === client) for (const watch of watchers) watch(d);
+        to.write(d);
+      });
       from.on("error", () => to.destroy());
       from.on("close", () => {
         open.delete(from);
@@ -49,6 +60,12 @@ export async function tcpLink(targetPort: number): Promise<Link> {
     cut() {
       cut = true;
       for (const s of open) s.pause();
+    },
+    holdReplies() {
+      for (const s of upstreams) s.pause();
+    },
+    onSent(watch) {
+      watchers.push(watch);
     },
     heal() {
       cut = false;

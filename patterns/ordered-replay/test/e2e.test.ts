@@ -1,7 +1,7 @@
 import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
+import { type NatsServer, sleep, tcpLink, useServer, waitFor } from "@repo/harness";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { appendEvents, ledgerEvents } from "../src/producer.js";
@@ -212,6 +212,67 @@ describe(`ordered-replay on nats-server ${version}`, () => {
       };
       const { seqs } = await collect({ name: "restarting", positions: restarting, from: "resume" });
       expect(seqs).toEqual(range(31, 50));
+    },
+  );
+
+  // The watchdog looks every 3 s; at a look that finds no progress and no handler running, it asks the
+  // consumer's info, and declares a stall if that is not answered within 3 s or says events are
+  // pending. An event whose handler started while the question was out must not be replayed by the
+  // next ordered consumer beside it (twice, and two at once).
+  it.skipIf(!!process.env.NATS_URL)(
+    "declares no stall while an event is being handled: each event once, one at a time (the watchdog's question unanswered)",
+    async () => {
+      await appendEvents(nc, ledgerEvents(2_000)); // more than its pulls bring: some still pending at the server
+      const link = await tcpLink(server.port);
+      const own = await connect({ servers: `127.0.0.1:${link.port}` });
+      const warnings: string[] = [];
+      const watched = pino({ level: "warn" }, { write: (line: string) => void warnings.push(line) });
+      try {
+        // The first checkpoint (after event 10) waits until 7 s in: the look at 3 s saw progress, the
+        // one at 6 s sees none and asks. Its answer is held on the way back (from 4.5 s), so event 11's
+        // handler starts (at 7 s) while the question is out, and the question runs out (at 9 s).
+        let go!: () => void;
+        const checkpoint = new Promise<void>((r) => (go = r));
+        const slowFirstSave = Object.create(positions) as KV;
+        slowFirstSave.put = async (key, value) => {
+          await checkpoint;
+          return positions.put(key, value);
+        };
+        let healed!: () => void;
+        const heal = new Promise<void>((r) => (healed = r));
+        const seqs: number[] = [];
+        let handling = 0;
+        let most = 0;
+        const replaying = replay({
+          nc: own,
+          log: watched,
+          name: "held",
+          from: "start",
+          positions: slowFirstSave,
+          checkpointEvery: 10,
+          handler: async (e) => {
+            most = Math.max(most, ++handling);
+            seqs.push(e.seq);
+            if (e.seq === 11) await heal.then(() => sleep(1_500)); // still running when a next consumer could deliver it
+            handling--;
+          },
+        });
+        await sleep(4_500);
+        link.holdReplies();
+        await sleep(2_500);
+        go();
+        // Held until the stall is declared (the bug), or past the question's 3 s (none is declared).
+        await waitFor("a stall declared", () => warnings.some((w) => w.includes("replay stalled")), { timeoutMs: 4_000 }).catch(() => {});
+        link.heal();
+        healed();
+        await replaying;
+        expect(most).toBe(1); // today: 2, event 11 in two handlers at once
+        expect(seqs).toEqual(range(1, 2_000)); // today: 11 twice
+        expect(warnings.filter((w) => w.includes("replay stalled"))).toEqual([]);
+      } finally {
+        await own.close();
+        await link.close();
+      }
     },
   );
 
