@@ -12,8 +12,6 @@ export interface Link {
   /** Holds only what the target sends (its sockets are not read) while clients' bytes still flow; heal() lets it through. */
   holdReplies(): void;
   heal(): void;
-  /** Calls `watch` with each chunk a client sends, before it goes on to the target. */
-  onSent(watch: (chunk: Buffer) => void): void;
   isCut(): boolean;
   close(): Promise<void>;
 }
@@ -23,7 +21,6 @@ export async function tcpLink(targetPort: number): Promise<Link> {
   const open = new Set<Socket>();
   const held: Socket[] = [];
   const upstreams = new Set<Socket>();
-  const watchers: ((chunk: Buffer) => void)[] = [];
 
   const join = (client: Socket) => {
     const upstream = createConnection({ host: "127.0.0.1", port: targetPort });
@@ -34,10 +31,7 @@ export async function tcpLink(targetPort: number): Promise<Link> {
       [upstream, client],
     ] as const) {
       open.add(from);
-      from.on("data", (d: Buffer) => {
-        if (from === client) for (const watch of watchers) watch(d);
-        to.write(d);
-      });
+      from.on("data", (d) => to.write(d));
       from.on("error", () => to.destroy());
       from.on("close", () => {
         open.delete(from);
@@ -63,9 +57,6 @@ export async function tcpLink(targetPort: number): Promise<Link> {
     },
     holdReplies() {
       for (const s of upstreams) s.pause();
-    },
-    onSent(watch) {
-      watchers.push(watch);
     },
     heal() {
       cut = false;

@@ -167,6 +167,7 @@ async function replayOnce(
   let progressed = true;
   let busy = false; // a slow handler is not a stall
   let checking = false;
+  let abandoned = false; // a stuck iterator is left behind: its late messages are not handled
   let onStall = () => {};
   const stall = new Promise<"stall">((resolve) => (onStall = () => resolve("stall")));
   const watchdog = setInterval(async () => {
@@ -178,14 +179,17 @@ async function replayOnce(
     // No event for a while: fine if nothing is pending (following a quiet stream), a stall otherwise.
     const info = await within(consumer.info(), STALL_CHECK_MS);
     checking = false;
+    // Events came, or one is being handled, while the question was out: not a stall. A next ordered
+    // consumer would start after the last event finished, and replay the one in hand beside it.
+    if (progressed || busy) return;
     if (!info || info.num_pending > 0) {
+      abandoned = true; // now: the pump starts no handler after this decision
       stalled = true;
       onStall();
     }
   }, STALL_CHECK_MS);
   // One race for the whole run, not one per message: a Promise.race on the long-lived `stall` promise
   // per message kept a reaction on it per message (client memory grew with the replay's length).
-  let abandoned = false;
   const pump = (async () => {
     for await (const m of messages) {
       if (abandoned) break;
@@ -212,7 +216,7 @@ async function replayOnce(
   try {
     await Promise.race([pump, stall]);
   } finally {
-    abandoned = true; // a stuck iterator is left behind: its late messages are not handled
+    abandoned = true;
     clearInterval(watchdog);
     o.signal?.removeEventListener("abort", stop);
     await within(messages.close(), 1_000);
