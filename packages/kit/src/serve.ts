@@ -36,7 +36,8 @@ export interface Serving {
   /**
    * Stops pulling and waits for the message being handled and for the pull under way to end (pull():
    * its expiry, or twice it and a second at most); the rest of the hand, and what that pull still
-   * brings, goes back (nak) to come again once that pull has ended (after expiresMs).
+   * brings, goes back (nak) to come again once that pull has ended (after expiresMs). Every ack
+   * given is sent by then: stop before closing the connection (see sentTogether).
    */
   stop(): Promise<void>;
   /** Why the loop ended by itself (undefined while it runs, or after stop()): /healthz answers 503 with it. */
@@ -103,9 +104,10 @@ function answer(nc: NatsConnection, send: () => void): void {
  * that awaits one handler after another sends each ack in a write of its own: with handlers that ack
  * and return, those writes were most of the loop's cost, and of the server's (packages/bench: the
  * fanout's rate about doubled). `later(send)` keeps an answer until the end of this turn of the event
- * loop (setImmediate), or until flush(), and then sends it with every other one kept meanwhile, in one
- * write. A process that dies before then has lost those answers, as it can lose any on the wire: for
- * an ack, the message comes again after its ack_wait.
+ * loop (setImmediate), until 64 are kept, or until flush(), and then sends them in one write. A
+ * process that dies before then has lost those answers, as it can lose any on the wire, and so has a
+ * connection closed in the same turn (stop the loop first: its stop() sends them): for an ack, the
+ * message comes again after its ack_wait.
  */
 export function sentTogether(nc: NatsConnection): { later(send: () => void): void; flush(): void } {
   const due: (() => void)[] = [];
@@ -114,7 +116,9 @@ export function sentTogether(nc: NatsConnection): { later(send: () => void): voi
   };
   return {
     later(send) {
-      if (due.push(send) === 1) setImmediate(flush);
+      const kept = due.push(send);
+      if (kept === 1) setImmediate(flush);
+      else if (kept >= 64) flush(); // handlers that never wait for I/O: their acks do not wait for the whole hand
     },
     flush,
   };
@@ -126,6 +130,10 @@ export function sentTogether(nc: NatsConnection): { later(send: () => void): voi
  */
 class AckedLater implements JsMsg {
   private answered = false;
+  /** ack() was called: the message is done, whatever its handler does after. */
+  get acked() {
+    return this.answered;
+  }
   constructor(
     private readonly m: JsMsg,
     private readonly acks: ReturnType<typeof sentTogether>,
@@ -248,10 +256,10 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
   const expiresMs = o.expiresMs ?? 2_000;
   // Waiting their turn, lowest stream sequence first: a message handed out again (its ack_wait ran
   // out at another instance, or a nak's delay ended) goes before the later ones that came before it.
-  const hand: JsMsg[] = [];
-  let current: JsMsg | undefined; // the one being handled
-  const acks = sentTogether(o.nc); // every message in hand is an AckedLater
-  const take = (m: JsMsg) => {
+  const hand: AckedLater[] = [];
+  let current: AckedLater | undefined; // the one being handled
+  const acks = sentTogether(o.nc);
+  const take = (m: AckedLater) => {
     let at = hand.length;
     while (at > 0 && hand[at - 1]!.seq > m.seq) at--;
     hand.splice(at, 0, m);
@@ -273,7 +281,7 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
     },
     Math.max(100, ackWaitMs / 3),
   );
-  const one = async (m: JsMsg) => {
+  const one = async (m: AckedLater) => {
     let key: string | undefined;
     try {
       key = o.keyOf?.(m);
@@ -304,7 +312,8 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
     } catch (err) {
       // While stopping, not before the pull under way has ended (see handBack).
       settle(m, err, o, stopping ? Math.max(retryMs, expiresMs) : retryMs);
-      if (key === undefined || err instanceof MalformedPayload) return release();
+      // Acked before it threw (say, in what it did after the ack): done, so it holds nothing.
+      if (key === undefined || err instanceof MalformedPayload || m.acked) return release();
       if (hold) {
         hold.seqs.add(m.seq);
         hold.until = lapse();

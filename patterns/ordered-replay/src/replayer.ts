@@ -177,11 +177,13 @@ async function replayOnce(
     }
     checking = true;
     // No event for a while: fine if nothing is pending (following a quiet stream), a stall otherwise.
+    o.log.debug({ after: result.last ?? 0 }, "replay made no progress: asking the consumer's info");
     const info = await within(consumer.info(), STALL_CHECK_MS);
     checking = false;
     // Events came, or one is being handled, while the question was out: not a stall. A next ordered
-    // consumer would start after the last event finished, and replay the one in hand beside it.
-    if (progressed || busy) return;
+    // consumer would start after the last event finished, and replay the one in hand beside it. Nor
+    // once this run has ended meanwhile.
+    if (abandoned || progressed || busy) return;
     if (!info || info.num_pending > 0) {
       abandoned = true; // now: the pump starts no handler after this decision
       stalled = true;

@@ -204,14 +204,20 @@ export async function startWorker(o: PriorityWorkerOptions): Promise<Stoppable> 
         current = undefined;
         continue;
       }
+      let acked = false;
       try {
         await o.handler(task);
         if (o.confirmAcks) await nc.request(m.reply!, ACK, { timeout: 5_000 });
         else acks.later(() => m.respond(ACK)); // with the others of this turn, in one write (the kit's sentTogether)
+        acked = true;
         o.onDone?.({ task, worker: name, startedAt: hand.takenAt });
       } catch (err) {
-        log.warn({ worker: name, id: task.id, err: String(err) }, "task failed; back to its level in 1s");
-        m.respond(enc.encode(`-NAK ${JSON.stringify({ delay: nanos(1_000) })}`));
+        // Acked already (onDone threw): done; a nak now would go out before the ack kept for later.
+        if (acked) log.warn({ worker: name, id: task.id, err: String(err) }, "onDone failed; the task was acked");
+        else {
+          log.warn({ worker: name, id: task.id, err: String(err) }, "task failed; back to its level in 1s");
+          m.respond(enc.encode(`-NAK ${JSON.stringify({ delay: nanos(1_000) })}`));
+        }
       }
       current = undefined;
     }
