@@ -1,9 +1,10 @@
 // Serving a consumer's messages one at a time until stopped: the loop every subscriber shares (the
 // projection, the applier, the runner, the fanout subscribers, the priority-queue's tier workers), with
 // one policy for what a handler throws. pull() fetches into a bounded hand it keeps alive, can keep
-// each key in order, and sends the plain acks of one turn of the event loop in one write. Workers that handle many messages at once (work-queue's) pull for their free
-// slots with startPulling (pulling.ts) on the same rules; priority-queue's level workers make no_wait
-// pulls across several consumers, their own protocol.
+// each key in order, and sends the plain acks of one turn of the event loop in one write. Workers
+// that handle many messages at once (work-queue's) pull for their free slots with startPulling
+// (pulling.ts) on the same rules; priority-queue's level workers make no_wait pulls across several
+// consumers, their own protocol.
 //
 // The policy: a handler error never ends the loop. A MalformedPayload can never succeed, so its
 // message is ended (term, with the reason on nats-server >= 2.10.4); any other error hands the message
@@ -129,11 +130,8 @@ export function sentTogether(nc: NatsConnection): { later(send: () => void): voi
  * term, working) are not, and ackAck() answers false: the first answer counts, as nats.js's own.
  */
 class AckedLater implements JsMsg {
-  private answered = false;
   /** ack() was called: the message is done, whatever its handler does after. */
-  get acked() {
-    return this.answered;
-  }
+  acked = false;
   constructor(
     private readonly m: JsMsg,
     private readonly acks: ReturnType<typeof sentTogether>,
@@ -169,23 +167,23 @@ class AckedLater implements JsMsg {
     return this.m.timestampNanos;
   }
   ack() {
-    if (!this.answered) this.acks.later(() => this.m.ack());
-    this.answered = true;
+    if (!this.acked) this.acks.later(() => this.m.ack());
+    this.acked = true;
   }
   nak(millis?: number) {
-    if (!this.answered) this.m.nak(millis);
+    if (!this.acked) this.m.nak(millis);
   }
   working() {
-    if (!this.answered) this.m.working();
+    if (!this.acked) this.m.working();
   }
   next(subj: string, opts?: Partial<NextOptions>) {
-    if (!this.answered) this.m.next(subj, opts);
+    if (!this.acked) this.m.next(subj, opts);
   }
   term(reason?: string) {
-    if (!this.answered) this.m.term(reason);
+    if (!this.acked) this.m.term(reason);
   }
   ackAck(opts?: Partial<{ timeout: number }>): Promise<boolean> {
-    return this.answered ? Promise.resolve(false) : this.m.ackAck(opts);
+    return this.acked ? Promise.resolve(false) : this.m.ackAck(opts);
   }
   json<T>(): T {
     return this.m.json<T>();
