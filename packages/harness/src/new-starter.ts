@@ -28,6 +28,7 @@ const testArgs: Record<string, string[]> = {
   "exactly-once": ["--charges", "40"],
   "event-sourcing": ["--writers", "3", "--withdrawals", "5"],
   "scheduled-jobs": ["--delay-ms", "1000", "--recurring-runs", "2"],
+  "request-reply": ["--requests", "60"],
 };
 
 const [name, target] = process.argv.slice(2);

@@ -24,4 +24,5 @@ export const serviceChecks: Record<string, ServiceCheck> = {
   "ordered-replay": { feed: ["src/producer.ts", "10"], msg: "event", count: 10 },
   "event-sourcing": { feed: ["src/command.ts", "open", "check", "ann"], msg: "projected", count: 1 },
   "dedup-publish": { feed: ["src/post.ts", "10"], msg: "stored", count: 10, listen: { port: "INGEST_PORT", url: "INGEST_URL" } },
+  "request-reply": { feed: ["src/caller.ts", "10"], msg: "answered", count: 10 },
 };
