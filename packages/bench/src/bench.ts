@@ -17,12 +17,13 @@ import { type Context, inFreshProcess, interleaved, judged, type Result, timed }
 import { patternBenches } from "./patterns.js";
 import { bullmqQueue, CONCURRENCY, natsQueue, WORKERS } from "./queues.js";
 import { replicatedBenches } from "./replicated.js";
+import { requestBenches } from "./requests.js";
 
 const { values } = parseArgs({
   options: { quick: { type: "boolean" }, only: { type: "string" }, save: { type: "boolean" }, help: { type: "boolean", short: "h" } },
 });
 if (values.help) {
-  console.log(`usage: pnpm bench [--quick] [--only ingest,consume,queue,patterns,memory,bullmq,r3] [--save]
+  console.log(`usage: pnpm bench [--quick] [--only ingest,consume,queue,patterns,requests,memory,bullmq,r3] [--save]
   --quick  CI's smoke: small counts, every message accounted for, no goal judged
   --save   also write results.json and results.svg to packages/bench/results/ (what packages/bench/README.md shows)`);
   process.exit(0);
@@ -167,6 +168,7 @@ async function main(): Promise<number> {
       });
     }
     if (want("patterns")) await patternBenches(ctx);
+    if (want("requests")) await requestBenches(ctx);
     if (want("memory") && !quick) {
       // Memory over a million jobs, in a process of its own (alone.ts): client RSS once under way, half
       // way and at the end should stay flat.
