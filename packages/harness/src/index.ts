@@ -1,5 +1,6 @@
 export { cachedVersions, compareVersions, findServerBinary, repoRoot, type ServerBinary } from "./binary.js";
 export { type ClusterNode, type NatsCluster, type Network, startCluster } from "./cluster.js";
+export { type FixtureOptions, type ServerForTests, serverForTests } from "./fixture.js";
 export { type Link, tcpLink } from "./link.js";
 export { type OperatorMode, operatorMode } from "./operator.js";
 export { notPermitted, type Roles, rolesForTests, startRoles } from "./roles.js";

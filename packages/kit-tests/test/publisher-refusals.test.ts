@@ -1,29 +1,16 @@
 // The kit's publisher against every refusal a stream can answer a publish with (nats-server's
 // server/errors.json, the answers processJetStreamMsg sends): each one is an error on that message,
 // publishBatch rejects, and what the publisher calls stored is in the stream, read back.
-import { type JetStreamManager, jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
-import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
-import { type NatsServer, useServer } from "@repo/harness";
+import type { StreamConfig } from "@nats-io/jetstream";
+import { headers } from "@nats-io/transport-node";
+import { serverForTests } from "@repo/harness";
 import { createPublisher, type OutgoingMessage, publishBatch, storedMessages, versionAtLeast } from "@repo/kit";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 
-let server: NatsServer;
-let nc: NatsConnection;
-let jsm: JetStreamManager;
+const e2e = serverForTests();
 let n = 0;
 
-beforeAll(async () => {
-  server = await useServer();
-  nc = await connect({ servers: server.url });
-  jsm = await jetstreamManager(nc);
-});
-
-afterAll(async () => {
-  await nc?.close();
-  await server?.stop();
-});
-
-const version = () => nc.info?.version ?? "0.0.0";
+const version = () => e2e.nc.info?.version ?? "0.0.0";
 const hdrs = (entries: Record<string, string>) => {
   const h = headers();
   for (const [k, v] of Object.entries(entries)) h.set(k, v);
@@ -68,14 +55,14 @@ const refusals: Refusal[] = [
   {
     name: "wrong last msg id",
     code: 10070,
-    before: async (_s, subject) => void (await publishBatch(nc, [{ subject, data: big, id: "first" }], { what: "seed" })),
+    before: async (_s, subject) => void (await publishBatch(e2e.nc, [{ subject, data: big, id: "first" }], { what: "seed" })),
     msg: () => ({ data: big, headers: hdrs({ "Nats-Expected-Last-Msg-Id": "not-the-last" }) }),
   },
   {
     name: "sealed stream",
     code: 10109,
     // Sealing is a stream update nats.js's update type does not list.
-    before: async (stream) => void (await jsm.streams.update(stream, { sealed: true } as Partial<StreamConfig>)),
+    before: async (stream) => void (await e2e.jsm.streams.update(stream, { sealed: true } as Partial<StreamConfig>)),
     msg: () => ({ data: big }),
   },
   {
@@ -83,7 +70,7 @@ const refusals: Refusal[] = [
     passing: true,
     code: 10077,
     stream: { max_msgs: 1, discard: "new" as StreamConfig["discard"] },
-    before: async (_s, subject) => void (await publishBatch(nc, [{ subject, data: big }], { what: "seed" })),
+    before: async (_s, subject) => void (await publishBatch(e2e.nc, [{ subject, data: big }], { what: "seed" })),
     msg: () => ({ data: big }),
   },
   {
@@ -99,7 +86,7 @@ const refusals: Refusal[] = [
     since: "2.10.0",
     code: 10077,
     stream: { max_msgs_per_subject: 1, discard: "new" as StreamConfig["discard"], discard_new_per_subject: true },
-    before: async (_s, subject) => void (await publishBatch(nc, [{ subject, data: big }], { what: "seed" })),
+    before: async (_s, subject) => void (await publishBatch(e2e.nc, [{ subject, data: big }], { what: "seed" })),
     msg: () => ({ data: big }),
   },
   {
@@ -139,9 +126,9 @@ const refusals: Refusal[] = [
 async function streamFor(r: Refusal) {
   const name = `REFUSE_${++n}`;
   const subject = `refuse.${n}`;
-  await jsm.streams.add({ name, subjects: [subject], ...r.stream });
+  await e2e.jsm.streams.add({ name, subjects: [subject], ...r.stream });
   await r.before?.(name, subject);
-  const { state } = await jsm.streams.info(name);
+  const { state } = await e2e.jsm.streams.info(name);
   return { name, subject, before: state.last_seq };
 }
 
@@ -151,7 +138,7 @@ describe(`the publisher's refusals on nats-server ${process.env.NATS_SERVER_VERS
       if (r.since && !versionAtLeast(version(), r.since)) return ctx.skip(`needs nats-server ${r.since}`);
       const s = await streamFor(r);
       const { subject = s.subject, ...rest } = r.msg(s.subject);
-      const publisher = createPublisher(nc, { stream: r.expect ?? s.name, attempts: 2, timeoutMs: 1_000 });
+      const publisher = createPublisher(e2e.nc, { stream: r.expect ?? s.name, attempts: 2, timeoutMs: 1_000 });
       try {
         const result = await publisher.publish({ subject, ...rest });
         expect(result.error, JSON.stringify(result)).toBeTruthy();
@@ -164,7 +151,7 @@ describe(`the publisher's refusals on nats-server ${process.env.NATS_SERVER_VERS
         publisher.close();
       }
       // Nothing of it was stored.
-      expect((await jsm.streams.info(s.name)).state.last_seq).toBe(s.before);
+      expect((await e2e.jsm.streams.info(s.name)).state.last_seq).toBe(s.before);
     });
 
     it(`publishBatch rejects on "${r.name}" and what it stored around it is in the stream`, async (ctx) => {
@@ -173,29 +160,31 @@ describe(`the publisher's refusals on nats-server ${process.env.NATS_SERVER_VERS
       const { subject = s.subject, ...rest } = r.msg(s.subject);
       const results: { stored: boolean; seq: number }[] = [];
       const batch: OutgoingMessage[] = [{ subject, ...rest }];
-      const done = publishBatch(nc, batch, { what: "messages", stream: r.expect ?? s.name, attempts: 2, timeoutMs: 1_000 }, (res) =>
+      const done = publishBatch(e2e.nc, batch, { what: "messages", stream: r.expect ?? s.name, attempts: 2, timeoutMs: 1_000 }, (res) =>
         results.push({ stored: !res.error, seq: res.seq }),
       );
       await expect(done).rejects.toThrow(/1 messages not published/);
       expect(results).toEqual([{ stored: false, seq: 0 }]);
-      expect((await jsm.streams.info(s.name)).state.last_seq).toBe(s.before);
+      expect((await e2e.jsm.streams.info(s.name)).state.last_seq).toBe(s.before);
     });
   }
 
   it("sends a publish refused by a full discard-new stream again, and stores it once there is room", async () => {
     const name = `REFUSE_${++n}`;
     const subject = `room.${n}`;
-    await jsm.streams.add({ name, subjects: [subject], max_msgs: 1, discard: "new" as StreamConfig["discard"] });
-    await publishBatch(nc, [{ subject, data: big }], { what: "seed", stream: name });
-    const publisher = createPublisher(nc, { stream: name });
+    await e2e.jsm.streams.add({ name, subjects: [subject], max_msgs: 1, discard: "new" as StreamConfig["discard"] });
+    await publishBatch(e2e.nc, [{ subject, data: big }], { what: "seed", stream: name });
+    const publisher = createPublisher(e2e.nc, { stream: name });
     try {
       const pending = publisher.publish({ subject, data: big, id: "waits-for-room" });
       await new Promise((r) => setTimeout(r, 150)); // refused once at least (the next try is 100 ms later)
-      await jsm.streams.purge(name); // a consumer of a work queue acks, room comes
+      await e2e.jsm.streams.purge(name); // a consumer of a work queue acks, room comes
       const result = await pending;
       expect(result.error, JSON.stringify(result)).toBeUndefined();
       expect(result.attempts).toBeGreaterThan(1);
-      expect((await storedMessages(jsm, name)).map((m) => [m.seq, m.header.get("Nats-Msg-Id")])).toEqual([[result.seq, "waits-for-room"]]);
+      expect((await storedMessages(e2e.jsm, name)).map((m) => [m.seq, m.header.get("Nats-Msg-Id")])).toEqual([
+        [result.seq, "waits-for-room"],
+      ]);
     } finally {
       publisher.close();
     }
@@ -204,15 +193,15 @@ describe(`the publisher's refusals on nats-server ${process.env.NATS_SERVER_VERS
   it("sends a publish no stream answered (503) again, and stores it once the stream exists", async () => {
     const name = `REFUSE_${++n}`;
     const subject = `later.${n}`;
-    const publisher = createPublisher(nc);
+    const publisher = createPublisher(e2e.nc);
     try {
       const pending = publisher.publish({ subject, data: big, id: "before-its-stream" });
       await new Promise((r) => setTimeout(r, 150));
-      await jsm.streams.add({ name, subjects: [subject] });
+      await e2e.jsm.streams.add({ name, subjects: [subject] });
       const result = await pending;
       expect(result.error, JSON.stringify(result)).toBeUndefined();
       expect(result.attempts).toBeGreaterThan(1);
-      expect((await storedMessages(jsm, name)).map((m) => m.seq)).toEqual([result.seq]);
+      expect((await storedMessages(e2e.jsm, name)).map((m) => m.seq)).toEqual([result.seq]);
     } finally {
       publisher.close();
     }
@@ -221,14 +210,14 @@ describe(`the publisher's refusals on nats-server ${process.env.NATS_SERVER_VERS
   it("reports a copy of a msg id as a duplicate, with the stored message's sequence, stored once", async () => {
     const name = `REFUSE_${++n}`;
     const subject = `copy.${n}`;
-    await jsm.streams.add({ name, subjects: [subject] });
-    const publisher = createPublisher(nc, { stream: name });
+    await e2e.jsm.streams.add({ name, subjects: [subject] });
+    const publisher = createPublisher(e2e.nc, { stream: name });
     try {
       const first = await publisher.publish({ subject, data: big, id: "one" });
       const copy = await publisher.publish({ subject, data: big, id: "one" });
       expect(first).toMatchObject({ duplicate: false, error: undefined });
       expect(copy).toMatchObject({ duplicate: true, error: undefined, seq: first.seq });
-      expect((await storedMessages(jsm, name)).map((m) => m.seq)).toEqual([first.seq]);
+      expect((await storedMessages(e2e.jsm, name)).map((m) => m.seq)).toEqual([first.seq]);
     } finally {
       publisher.close();
     }
@@ -243,8 +232,8 @@ describe(`the publisher's refusals on nats-server ${process.env.NATS_SERVER_VERS
   ] as const) {
     it(`reports ${what} from something that is not a stream as an error, never as stored`, async () => {
       const subject = `notastream.${++n}`;
-      const responder = nc.subscribe(subject, { callback: (_e, m) => void m.respond(answer) });
-      const publisher = createPublisher(nc);
+      const responder = e2e.nc.subscribe(subject, { callback: (_e, m) => void m.respond(answer) });
+      const publisher = createPublisher(e2e.nc);
       try {
         const result = await publisher.publish({ subject, data: big });
         expect(result).toMatchObject({ seq: 0, duplicate: false, attempts: 1 });
@@ -258,7 +247,7 @@ describe(`the publisher's refusals on nats-server ${process.env.NATS_SERVER_VERS
 
   it("stores the good messages of a batch and fails only the refused ones, each read back", async () => {
     const name = `REFUSE_${++n}`;
-    await jsm.streams.add({ name, subjects: [`mixed.${n}.>`], max_msg_size: 256 }); // headers count too
+    await e2e.jsm.streams.add({ name, subjects: [`mixed.${n}.>`], max_msg_size: 256 }); // headers count too
     const small = (i: number) => new TextEncoder().encode(`m${i}`);
     // Every third message is too large for the stream.
     const msgs = Array.from({ length: 30 }, (_, i) => ({
@@ -268,12 +257,12 @@ describe(`the publisher's refusals on nats-server ${process.env.NATS_SERVER_VERS
     }));
     const stored = new Map<number, number>();
     const failed: number[] = [];
-    const publisher = createPublisher(nc, { stream: name });
+    const publisher = createPublisher(e2e.nc, { stream: name });
     const tally = await publisher.publishAll(msgs, (res, i) => (res.error ? failed.push(i) : stored.set(i, res.seq)));
     publisher.close();
     expect(tally, JSON.stringify(tally)).toMatchObject({ stored: 20, failed: 10 });
     expect(failed.sort((a, b) => a - b)).toEqual(msgs.map((_, i) => i).filter((i) => i % 3 === 0));
-    const inStream = await storedMessages(jsm, name);
+    const inStream = await storedMessages(e2e.jsm, name);
     expect(inStream.map((m) => [m.seq, m.subject])).toEqual(
       [...stored].sort(([, a], [, b]) => a - b).map(([i, seq]) => [seq, msgs[i]!.subject]),
     );

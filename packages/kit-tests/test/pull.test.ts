@@ -2,32 +2,22 @@
 // Every message in hand is kept alive (working()) while the ones before it are handled, a handler
 // error never ends the loop, and with keyOf a message whose handler failed is never overtaken by a
 // later message of its key.
-import { AckPolicy, type JetStreamManager, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection, nanos } from "@nats-io/transport-node";
-import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
+import { AckPolicy, type JsMsg, jetstream } from "@nats-io/jetstream";
+import { connect, nanos } from "@nats-io/transport-node";
+import { serverForTests, sleep, waitFor } from "@repo/harness";
 import { createLogger, pull, type Serving } from "@repo/kit";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+
+const e2e = serverForTests();
 
 const log = createLogger("pull-test");
 log.level = process.env.LOG_LEVEL ?? "silent";
-let server: NatsServer;
-let nc: NatsConnection;
-let jsm: JetStreamManager;
 const running: Serving[] = [];
 
-beforeAll(async () => {
-  server = await useServer();
-  nc = await connect({ servers: server.url });
-  jsm = await jetstreamManager(nc);
-});
-afterAll(async () => {
-  await nc?.close();
-  await server?.stop();
-});
 beforeEach(async () => {
-  await jsm.streams.delete("PULLED").catch(() => {});
-  await jsm.streams.add({ name: "PULLED", subjects: ["pulled.>"], storage: "memory" as never });
-  await jsm.consumers.add("PULLED", { durable_name: "c", ack_policy: AckPolicy.Explicit, ack_wait: nanos(1_000) });
+  await e2e.jsm.streams.delete("PULLED").catch(() => {});
+  await e2e.jsm.streams.add({ name: "PULLED", subjects: ["pulled.>"], storage: "memory" as never });
+  await e2e.jsm.consumers.add("PULLED", { durable_name: "c", ack_policy: AckPolicy.Explicit, ack_wait: nanos(1_000) });
 });
 afterEach(async () => {
   await Promise.all(running.splice(0).map((s) => s.stop()));
@@ -35,13 +25,13 @@ afterEach(async () => {
 
 type PullOptions = Parameters<typeof pull>[2];
 const start = async (handle: (m: JsMsg) => Promise<void>, extra: Partial<PullOptions>) => {
-  const consumer = await jetstream(nc).consumers.get("PULLED", "c");
-  running.push(await pull(consumer, handle, { nc, log, who: { test: "pull" }, batch: 8, ...extra }));
+  const consumer = await jetstream(e2e.nc).consumers.get("PULLED", "c");
+  running.push(await pull(consumer, handle, { nc: e2e.nc, log, who: { test: "pull" }, batch: 8, ...extra }));
 };
 
 describe(`the kit's pull() on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
   it("keeps every message in hand alive while the ones before it run: 8 handlers of 300 ms past a 1 s ack_wait, each once", async () => {
-    for (let i = 0; i < 8; i++) await jetstream(nc).publish("pulled.x", String(i));
+    for (let i = 0; i < 8; i++) await jetstream(e2e.nc).publish("pulled.x", String(i));
     const runs: { seq: number; delivery: number }[] = [];
     await start(
       async (m) => {
@@ -58,10 +48,10 @@ describe(`the kit's pull() on nats-server ${process.env.NATS_SERVER_VERSION ?? "
   });
 
   it("hands out its hand in stream order: a redelivered earlier message goes before the later ones still waiting", async () => {
-    for (let i = 1; i <= 10; i++) await jetstream(nc).publish("pulled.x", String(i));
+    for (let i = 1; i <= 10; i++) await jetstream(e2e.nc).publish("pulled.x", String(i));
     // Another instance takes seq 1 and never answers: the server hands it out again after the 1 s
     // ack_wait, into the pull below, whose hand then still holds 6..10.
-    const other = await (await jetstream(nc).consumers.get("PULLED", "c")).fetch({ max_messages: 1, expires: 1_000 });
+    const other = await (await jetstream(e2e.nc).consumers.get("PULLED", "c")).fetch({ max_messages: 1, expires: 1_000 });
     for await (const m of other) expect(m.seq).toBe(1);
     const order: number[] = [];
     await start(
@@ -82,7 +72,7 @@ describe(`the kit's pull() on nats-server ${process.env.NATS_SERVER_VERSION ?? "
   });
 
   it("with keyOf, a message acked before its handler threw holds nothing: the next of its key comes at once", async () => {
-    for (const s of ["a.1", "a.2"]) await jetstream(nc).publish(`pulled.${s.split(".")[0]}`, s);
+    for (const s of ["a.1", "a.2"]) await jetstream(e2e.nc).publish(`pulled.${s.split(".")[0]}`, s);
     const runs: { seq: number; delivery: number }[] = [];
     await start(
       async (m) => {
@@ -100,7 +90,7 @@ describe(`the kit's pull() on nats-server ${process.env.NATS_SERVER_VERSION ?? "
   });
 
   it("with keyOf, never handles a later message of a key before one of that key that failed", async () => {
-    for (const s of ["a.1", "b.1", "a.2", "a.3", "b.2"]) await jetstream(nc).publish(`pulled.${s.split(".")[0]}`, s);
+    for (const s of ["a.1", "b.1", "a.2", "a.3", "b.2"]) await jetstream(e2e.nc).publish(`pulled.${s.split(".")[0]}`, s);
     const handled: string[] = [];
     let failed = false;
     await start(
@@ -135,7 +125,7 @@ describe("the kit's pull() acks, sent together at the end of a turn of the event
       },
     ],
   ])("keeps an ack when the handler then %s: none comes again", async (_, after) => {
-    for (let i = 0; i < 5; i++) await jetstream(nc).publish("pulled.x", String(i));
+    for (let i = 0; i < 5; i++) await jetstream(e2e.nc).publish("pulled.x", String(i));
     const runs: number[] = [];
     await start(async (m) => {
       runs.push(m.seq);
@@ -145,12 +135,12 @@ describe("the kit's pull() acks, sent together at the end of a turn of the event
     await waitFor("5 handled", () => runs.length >= 5, { timeoutMs: 5_000 });
     await sleep(1_500); // past the 1 s ack_wait and the 1 s nak delay: a lost ack would show now
     expect(runs).toEqual([1, 2, 3, 4, 5]);
-    expect((await jsm.consumers.info("PULLED", "c")).num_ack_pending).toBe(0);
+    expect((await e2e.jsm.consumers.info("PULLED", "c")).num_ack_pending).toBe(0);
   });
 
   it("sends every ack given before stop() and the connection's close: none comes again, none is lost", async () => {
-    const own = await connect({ servers: server.url });
-    for (let i = 0; i < 300; i++) await jetstream(nc).publish("pulled.x", String(i));
+    const own = await connect({ servers: e2e.server.url });
+    for (let i = 0; i < 300; i++) await jetstream(e2e.nc).publish("pulled.x", String(i));
     const first = new Set<number>();
     const serving = await pull(
       await jetstream(own).consumers.get("PULLED", "c"),
@@ -179,7 +169,7 @@ describe("the kit's pull() acks, sent together at the end of a turn of the event
 
 describe("the kit's pull() keyOf, when the failed message is handled before those held behind it", () => {
   it("still hands a newer message of the key back until the held ones are handled", async () => {
-    for (const s of ["a.1", "b.1", "a.2", "a.3"]) await jetstream(nc).publish(`pulled.${s.split(".")[0]}`, s);
+    for (const s of ["a.1", "b.1", "a.2", "a.3"]) await jetstream(e2e.nc).publish(`pulled.${s.split(".")[0]}`, s);
     const handled: string[] = [];
     let failed = false;
     await start(
@@ -190,7 +180,7 @@ describe("the kit's pull() keyOf, when the failed message is handled before thos
           throw new Error("a.1 fails once"); // back in 200 ms, before a.2 and a.3 (held while b.1 runs)
         }
         if (what === "b.1") await sleep(300);
-        if (what === "a.1") await jetstream(nc).publish("pulled.a", "a.4"); // arrives before a.2 and a.3 come back
+        if (what === "a.1") await jetstream(e2e.nc).publish("pulled.a", "a.4"); // arrives before a.2 and a.3 come back
         handled.push(what);
         m.ack();
       },
@@ -204,7 +194,7 @@ describe("the kit's pull() keyOf, when the failed message is handled before thos
 
 describe("the kit's pull() keyOf, when the failed message never comes back to this instance", () => {
   it("lets the hold lapse after ack_wait plus twice the delay, then handles the key's later messages", async () => {
-    for (const s of ["a.1", "a.2", "a.3"]) await jetstream(nc).publish("pulled.a", s);
+    for (const s of ["a.1", "a.2", "a.3"]) await jetstream(e2e.nc).publish("pulled.a", s);
     const handled: string[] = [];
     let failedAt = 0;
     await start(
@@ -234,9 +224,9 @@ describe("the kit's pull() stopped while messages are on their way to it", () =>
   it("hands every one back: all go to the next instance at once, none waits out its ack_wait", async () => {
     // ack_wait 30 s, as a deployed consumer: a message the server sent to a pull nobody reads any more
     // stays ack-pending that long.
-    await jsm.consumers.add("PULLED", { durable_name: "slow", ack_policy: AckPolicy.Explicit, ack_wait: nanos(30_000) });
-    const consumer = await jetstream(nc).consumers.get("PULLED", "slow");
-    for (let i = 0; i < 100; i++) await jetstream(nc).publish("pulled.x", String(i));
+    await e2e.jsm.consumers.add("PULLED", { durable_name: "slow", ack_policy: AckPolicy.Explicit, ack_wait: nanos(30_000) });
+    const consumer = await jetstream(e2e.nc).consumers.get("PULLED", "slow");
+    for (let i = 0; i < 100; i++) await jetstream(e2e.nc).publish("pulled.x", String(i));
     // The first instance hands every message straight back, so deliveries stream to it without pause
     // and some are on the wire when it stops.
     let bounced = 0;
@@ -246,7 +236,7 @@ describe("the kit's pull() stopped while messages are on their way to it", () =>
         bounced++;
         m.nak();
       },
-      { nc, log, who: { test: "first" }, batch: 8 },
+      { nc: e2e.nc, log, who: { test: "first" }, batch: 8 },
     );
     await waitFor("deliveries streaming", () => bounced >= 200, { timeoutMs: 10_000 });
     await first.stop();
@@ -255,10 +245,10 @@ describe("the kit's pull() stopped while messages are on their way to it", () =>
       handled.add(m.seq);
       m.ack();
     };
-    running.push(await pull(consumer, next, { nc, log, who: { test: "next" }, batch: 8 }));
+    running.push(await pull(consumer, next, { nc: e2e.nc, log, who: { test: "next" }, batch: 8 }));
     await waitFor("all 100 handled by the next instance", () => handled.size >= 100, {
       timeoutMs: 10_000,
-      detail: async () => ({ handled: handled.size, ack_pending: (await jsm.consumers.info("PULLED", "slow")).num_ack_pending }),
+      detail: async () => ({ handled: handled.size, ack_pending: (await e2e.jsm.consumers.info("PULLED", "slow")).num_ack_pending }),
     });
     expect(handled.size).toBe(100);
   });
@@ -273,9 +263,9 @@ describe("the kit's pull() stopped with messages in hand and its pull still open
     ["succeeds", [2, 3, 4]],
     ["fails", [1, 2, 3, 4]],
   ])("hands them back past the open pull's end when the handler in progress %s (max_deliver 2)", async (outcome, expected) => {
-    await jsm.consumers.add("PULLED", { durable_name: "two", ack_policy: AckPolicy.Explicit, ack_wait: nanos(30_000), max_deliver: 2 });
-    const consumer = await jetstream(nc).consumers.get("PULLED", "two");
-    for (let i = 0; i < 4; i++) await jetstream(nc).publish("pulled.x", String(i));
+    await e2e.jsm.consumers.add("PULLED", { durable_name: "two", ack_policy: AckPolicy.Explicit, ack_wait: nanos(30_000), max_deliver: 2 });
+    const consumer = await jetstream(e2e.nc).consumers.get("PULLED", "two");
+    for (let i = 0; i < 4; i++) await jetstream(e2e.nc).publish("pulled.x", String(i));
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     let got = 0;
@@ -289,7 +279,7 @@ describe("the kit's pull() stopped with messages in hand and its pull still open
         }
         m.ack();
       },
-      { nc, log, who: { test: "first" }, batch: 8 },
+      { nc: e2e.nc, log, who: { test: "first" }, batch: 8 },
     );
     await waitFor("the first message in the handler", () => got >= 1, { timeoutMs: 5_000 });
     const stopping = first.stop();
@@ -303,12 +293,12 @@ describe("the kit's pull() stopped with messages in hand and its pull still open
           handled.add(m.seq);
           m.ack();
         },
-        { nc, log, who: { test: "next" }, batch: 8 },
+        { nc: e2e.nc, log, who: { test: "next" }, batch: 8 },
       ),
     );
     await waitFor(`seqs ${expected.join(",")} handled by the next instance`, () => handled.size >= expected.length, {
       timeoutMs: 10_000,
-      detail: async () => ({ handled: [...handled], ack_pending: (await jsm.consumers.info("PULLED", "two")).num_ack_pending }),
+      detail: async () => ({ handled: [...handled], ack_pending: (await e2e.jsm.consumers.info("PULLED", "two")).num_ack_pending }),
     });
     expect([...handled].sort()).toEqual(expected);
   });

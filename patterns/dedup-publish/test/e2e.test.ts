@@ -1,37 +1,24 @@
 import { spawn } from "node:child_process";
-import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { freePort, type NatsServer, sleep, startCluster, useServer, waitFor } from "@repo/harness";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { freePort, serverForTests, sleep, startCluster, waitFor } from "@repo/harness";
 import { versionAtLeast } from "@repo/kit";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { type Outgoing, payment, publishIdempotent, publishPipelined, tally } from "../src/producer.js";
 import { readStored, storedTwice } from "../src/reader.js";
 import { STREAM, setup } from "../src/setup.js";
 
-let server: NatsServer;
-let nc: NatsConnection;
-let jsm: JetStreamManager;
-
-beforeAll(async () => {
-  server = await useServer();
-  nc = await connect({ servers: server.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
-  jsm = await jetstreamManager(nc);
-});
-
-afterAll(async () => {
-  await nc?.close();
-  await server?.stop();
-});
+const e2e = serverForTests({ reconnect: true });
 
 beforeEach(async () => {
-  await jsm.streams.delete(STREAM).catch(() => {});
-  await setup(jsm, 60_000);
+  await e2e.jsm.streams.delete(STREAM).catch(() => {});
+  await setup(e2e.jsm, 60_000);
 });
 
 const payments = (prefix: string, n: number): Outgoing[] => Array.from({ length: n }, (_, i) => payment(`${prefix}-${i}`, i));
 
 async function expectEachIdOnce(ids: string[]) {
-  const stored = await readStored(nc);
+  const stored = await readStored(e2e.nc);
   expect(storedTwice(stored)).toEqual([]);
   expect(stored.length).toBe(ids.length);
   expect(new Set(stored.map((s) => s.id))).toEqual(new Set(ids));
@@ -42,7 +29,7 @@ describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "new
     const unique = payments("p", 300);
     // Every third payment is sent three times, the copies racing each other in the same pipeline.
     const sends = unique.flatMap((m, i) => (i % 3 === 0 ? [m, m, m] : [m]));
-    const results = await publishPipelined(nc, sends, { window: 64 });
+    const results = await publishPipelined(e2e.nc, sends, { window: 64 });
     expect(tally(results)).toMatchObject({ stored: 300, duplicates: 200, failed: 0 });
     // Per id: exactly one send was stored, the rest were duplicates pointing at the same sequence.
     for (const m of unique) {
@@ -55,7 +42,7 @@ describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "new
 
   it("retries after ack timeouts with the same id and never stores twice", async () => {
     const msgs = payments("t", 500);
-    const results = await publishPipelined(nc, msgs, { window: 256, timeoutMs: 1 });
+    const results = await publishPipelined(e2e.nc, msgs, { window: 256, timeoutMs: 1 });
     const t = tally(results);
     expect(t.failed).toBe(0);
     expect(t.retried).toBeGreaterThan(0); // the 1ms timeout did force retries
@@ -65,20 +52,20 @@ describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "new
   });
 
   it("never changes an existing stream's duplicate window: the demo's setup refuses in one line, the service's takes it", async () => {
-    const before = (await jsm.streams.info(STREAM)).config.duplicate_window;
-    await expect(setup(jsm, 2_000)).rejects.toThrow(
+    const before = (await e2e.jsm.streams.info(STREAM)).config.duplicate_window;
+    await expect(setup(e2e.jsm, 2_000)).rejects.toThrow(
       /^stream PAYMENTS exists with duplicate_window=60000000000 but this pattern needs duplicate_window=2000000000/,
     );
-    await setup(jsm); // the service: whatever window the operator chose
-    expect((await jsm.streams.info(STREAM)).config.duplicate_window).toBe(before);
+    await setup(e2e.jsm); // the service: whatever window the operator chose
+    expect((await e2e.jsm.streams.info(STREAM)).config.duplicate_window).toBe(before);
   });
 
   it("stores the same id again once the duplicate window has passed", async () => {
     const windowMs = 1_000;
-    await jsm.streams.delete(STREAM);
-    await setup(jsm, windowMs);
-    expect((await jsm.streams.info(STREAM)).config.duplicate_window).toBe(windowMs * 1_000_000);
-    const js = jetstream(nc);
+    await e2e.jsm.streams.delete(STREAM);
+    await setup(e2e.jsm, windowMs);
+    expect((await e2e.jsm.streams.info(STREAM)).config.duplicate_window).toBe(windowMs * 1_000_000);
+    const js = jetstream(e2e.nc);
     const m = payment("edge", 1);
     const first = await publishIdempotent(js, m);
     const inside = await publishIdempotent(js, m);
@@ -92,23 +79,23 @@ describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "new
     expect(performance.now() - start).toBeGreaterThanOrEqual(windowMs);
     expect(after.duplicate).toBe(false);
     expect(after.seq).toBeGreaterThan(first.seq);
-    expect((await readStored(nc)).map((s) => s.id)).toEqual(["edge", "edge"]);
+    expect((await readStored(e2e.nc)).map((s) => s.id)).toEqual(["edge", "edge"]);
   });
 
   it("a publisher interrupted mid-stream (connection closed) and restarted with the same ids stores each once", async () => {
     const msgs = payments("i", 1_000);
-    const first = await connect({ servers: server.url });
+    const first = await connect({ servers: e2e.server.url });
     const run = publishPipelined(first, msgs, { window: 32, attempts: 1 });
     // Close the connection once a few hundred are through.
-    await waitFor("300 stored", async () => (await jsm.streams.info(STREAM)).state.messages >= 300, { everyMs: 5 });
+    await waitFor("300 stored", async () => (await e2e.jsm.streams.info(STREAM)).state.messages >= 300, { everyMs: 5 });
     await first.close();
     const interrupted = await run;
-    const storedBefore = (await jsm.streams.info(STREAM)).state.messages;
+    const storedBefore = (await e2e.jsm.streams.info(STREAM)).state.messages;
     expect(interrupted.some((r) => r.error)).toBe(true); // it really was cut off
     expect(storedBefore).toBeLessThan(1_000);
 
     // The restarted producer does not know what got through: it sends everything again.
-    const second = await connect({ servers: server.url });
+    const second = await connect({ servers: e2e.server.url });
     const results = await publishPipelined(second, msgs, { window: 64 });
     await second.close();
     const t = tally(results);
@@ -120,20 +107,20 @@ describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "new
 
   it.skipIf(!!process.env.NATS_URL)("carries on across a server restart, retrying with the same ids: each stored once", async () => {
     const msgs = payments("r", 600);
-    const run = publishPipelined(nc, msgs, { window: 16, timeoutMs: 500, attempts: 30 });
-    await waitFor("200 stored", async () => (await jsm.streams.info(STREAM)).state.messages >= 200, { everyMs: 5 });
-    await server.restart(); // same port, same store dir
+    const run = publishPipelined(e2e.nc, msgs, { window: 16, timeoutMs: 500, attempts: 30 });
+    await waitFor("200 stored", async () => (await e2e.jsm.streams.info(STREAM)).state.messages >= 200, { everyMs: 5 });
+    await e2e.server.restart(); // same port, same store dir
     const results = await run;
     const t = tally(results);
     expect(results.filter((r) => r.error).slice(0, 3)).toEqual([]);
     expect(t.failed).toBe(0);
     expect(t.stored + t.duplicates).toBe(600);
-    await waitFor("reconnected", () => !nc.isClosed() && nc.info !== undefined);
+    await waitFor("reconnected", () => !e2e.nc.isClosed() && e2e.nc.info !== undefined);
     await expectEachIdOnce(msgs.map((m) => m.id));
   });
 
   it("surfaces a non-retryable error per message instead of retrying it", async () => {
-    const js = jetstream(nc);
+    const js = jetstream(e2e.nc);
     const wrong = { subject: "payments.captured", id: "x", data: new Uint8Array() };
     // Expecting the wrong stream is a server-side rejection: not retried, reported on that message.
     const r = await js.publish(wrong.subject, wrong.data, { msgID: "x", expect: { streamName: "NOT_PAYMENTS" } }).then(
@@ -141,7 +128,7 @@ describe(`dedup-publish on nats-server ${process.env.NATS_SERVER_VERSION ?? "new
       (err: Error) => err.message,
     );
     expect(r).toMatch(/expected stream does not match/i);
-    const res = await publishPipelined(nc, [payment("ok", 1), { ...payment("nowhere", 2), subject: "nowhere.captured" }], {
+    const res = await publishPipelined(e2e.nc, [payment("ok", 1), { ...payment("nowhere", 2), subject: "nowhere.captured" }], {
       attempts: 2,
       timeoutMs: 200,
     });
@@ -156,7 +143,7 @@ describe("the ingest service (src/service.ts, a starter's npm start)", () => {
   it("stores a payment sent twice once, answers a malformed one 400, and exits 0 on SIGTERM", async () => {
     const port = await freePort();
     const service = spawn(process.execPath, ["--import", "tsx", "src/service.ts"], {
-      env: { ...process.env, NATS_URL: server.url, INGEST_PORT: String(port), LOG_FORMAT: "json" },
+      env: { ...process.env, NATS_URL: e2e.server.url, INGEST_PORT: String(port), LOG_FORMAT: "json" },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
@@ -176,7 +163,7 @@ describe("the ingest service (src/service.ts, a starter's npm start)", () => {
       expect(b).toEqual({ id: "pay-1", seq: a.seq, duplicate: true });
       expect((await post("not json")).status).toBe(400);
       expect((await post(JSON.stringify({ id: "has space", amount: 1 }))).status).toBe(400);
-      expect((await jsm.streams.info(STREAM)).state.messages).toBe(1);
+      expect((await e2e.jsm.streams.info(STREAM)).state.messages).toBe(1);
       service.kill("SIGTERM");
       expect(await exited).toBe(0);
     } finally {

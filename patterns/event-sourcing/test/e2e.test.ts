@@ -1,38 +1,27 @@
-import { type ConsumerInfo, type JetStreamManager, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import { type ConsumerInfo, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { connect, type NatsConnection, nanos } from "@nats-io/transport-node";
-import { type NatsCluster, type NatsServer, sleep, startCluster, useServer, waitFor } from "@repo/harness";
+import { type NatsCluster, serverForTests, sleep, startCluster, waitFor } from "@repo/harness";
 import { ApiCodes, apiCode, type Serving, storedMessages, versionAtLeast } from "@repo/kit";
-import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { type Account, type Command, empty, fold } from "../src/account.js";
 import { readBalance, startProjection } from "../src/projection.js";
 import { BALANCES, PROJECTION, SNAPSHOTS, STREAM, type Stores, setup, subjectOf } from "../src/setup.js";
 import { append, eventsOf, execute, load, parseStored, rebuild, saveSnapshot } from "../src/store.js";
 
-const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
-let server: NatsServer;
-let nc: NatsConnection;
-let jsm: JetStreamManager;
+const e2e = serverForTests({ reconnect: true });
 let stores: Stores;
 let version: string;
-const js = () => jetstream(nc);
+const js = () => jetstream(e2e.nc);
 const running: Serving[] = [];
 const connections: NatsConnection[] = [];
 
 beforeAll(async () => {
-  server = await useServer();
-  nc = await connect({ servers: server.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
-  jsm = await jetstreamManager(nc);
-  version = nc.info!.version;
-});
-afterAll(async () => {
-  await nc?.close();
-  await server?.stop();
+  version = e2e.nc.info!.version;
 });
 beforeEach(async () => {
-  for (const s of [STREAM, `KV_${SNAPSHOTS}`, `KV_${BALANCES}`, "ORDERS_ES"]) await jsm.streams.delete(s).catch(() => {});
-  stores = await setup(jsm, nc);
+  for (const s of [STREAM, `KV_${SNAPSHOTS}`, `KV_${BALANCES}`, "ORDERS_ES"]) await e2e.jsm.streams.delete(s).catch(() => {});
+  stores = await setup(e2e.jsm, e2e.nc);
 });
 afterEach(async () => {
   await Promise.all(running.splice(0).map((p) => p.stop()));
@@ -42,14 +31,14 @@ afterEach(async () => {
 let n = 0;
 type WithoutId<C> = C extends Command ? Omit<C, "id"> : never;
 const cmd = (c: WithoutId<Command>): Command => ({ ...c, id: `c${n++}` });
-const run = (c: Command, conn = nc) => execute(jetstream(conn), jsm, stores.atomic, c);
+const run = (c: Command, conn = e2e.nc) => execute(jetstream(conn), e2e.jsm, stores.atomic, c);
 async function openWith(account: string, amount: number) {
   expect((await run(cmd({ kind: "open", account, owner: "t" }))).accepted).toBe(true);
   expect((await run(cmd({ kind: "deposit", account, amount }))).accepted).toBe(true);
 }
 /** Every stored message of one account, in order: its command and events. */
 async function history(account: string) {
-  const mine = (await storedMessages(jsm, STREAM)).filter((m) => m.subject === subjectOf(account));
+  const mine = (await storedMessages(e2e.jsm, STREAM)).filter((m) => m.subject === subjectOf(account));
   return mine.map((m) => {
     const s = parseStored(m.data);
     return { seq: m.seq, command: s.command, events: eventsOf(s) };
@@ -72,7 +61,7 @@ function writesFailingOnce(kv: KV, fails: (value: string) => boolean): KV {
 describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
   it("never lets racing writers take a balance below zero, and stores every accepted command exactly once", async () => {
     await openWith("race", 1_000);
-    const writers = await Promise.all(Array.from({ length: 8 }, () => connect({ servers: server.url })));
+    const writers = await Promise.all(Array.from({ length: 8 }, () => connect({ servers: e2e.server.url })));
     connections.push(...writers);
     const results = await Promise.all(
       writers.map(async (w) => {
@@ -80,7 +69,7 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
         let known: Account | undefined; // the state this writer saw last: stale as soon as another appends
         for (let i = 0; i < 15; i++) {
           const c = cmd({ kind: "withdraw", account: "race", amount: 30 });
-          const r = await execute(jetstream(w), jsm, stores.atomic, c, { known });
+          const r = await execute(jetstream(w), e2e.jsm, stores.atomic, c, { known });
           out.push({ id: c.id, ...r });
           known = r.state;
         }
@@ -105,14 +94,14 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
 
   it("refuses an append on a stale version with the wrong-last-sequence error code, storing nothing", async () => {
     await openWith("stale", 100);
-    const stale = (await load(js(), jsm, "stale")).state;
+    const stale = (await load(js(), e2e.jsm, "stale")).state;
     await run(cmd({ kind: "deposit", account: "stale", amount: 1 }));
-    const before = (await jsm.streams.info(STREAM)).state.messages;
+    const before = (await e2e.jsm.streams.info(STREAM)).state.messages;
     const err = await append(js(), stores.atomic, cmd({ kind: "deposit", account: "stale", amount: 5 }), stale, [
       { type: "deposited", amount: 5 },
     ]).catch((e: unknown) => e);
     expect(apiCode(err)).toBe(ApiCodes.StreamWrongLastSequence);
-    expect((await jsm.streams.info(STREAM)).state.messages).toBe(before);
+    expect((await e2e.jsm.streams.info(STREAM)).state.messages).toBe(before);
   });
 
   it("accepts a command run again after it was stored (a retried caller) without storing it twice", async () => {
@@ -121,12 +110,12 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     expect(await run(c)).toMatchObject({ accepted: true });
     expect(await run(c)).toMatchObject({ accepted: true, events: 0 });
     expect((await history("retry")).filter((x) => x.command === c.id)).toHaveLength(1);
-    expect((await load(js(), jsm, "retry")).state.balance).toBe(90);
+    expect((await load(js(), e2e.jsm, "retry")).state.balance).toBe(90);
   });
 
   it("stores the events of one command together: an atomic batch on 2.12+, one commit message before", async () => {
     await openWith("fee", 100);
-    const stale = (await load(js(), jsm, "fee")).state;
+    const stale = (await load(js(), e2e.jsm, "fee")).state;
     const ok = await run(cmd({ kind: "withdraw", account: "fee", amount: 50, fee: 2 }));
     expect(ok).toMatchObject({ accepted: true, events: 2 });
     const last = (await history("fee")).slice(-2);
@@ -137,14 +126,14 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
       expect(last.at(-1)!.events.map((e) => e.type)).toEqual(["withdrawn", "fee_charged"]); // one commit
     }
     // A multi-event append on a stale version stores none of its events.
-    const before = (await jsm.streams.info(STREAM)).state.messages;
+    const before = (await e2e.jsm.streams.info(STREAM)).state.messages;
     const err = await append(js(), stores.atomic, cmd({ kind: "withdraw", account: "fee", amount: 1, fee: 1 }), stale, [
       { type: "withdrawn", amount: 1 },
       { type: "fee_charged", amount: 1 },
     ]).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(Error);
-    expect((await jsm.streams.info(STREAM)).state.messages).toBe(before);
-    expect((await load(js(), jsm, "fee")).state.balance).toBe(48);
+    expect((await e2e.jsm.streams.info(STREAM)).state.messages).toBe(before);
+    expect((await load(js(), e2e.jsm, "fee")).state.balance).toBe(48);
   });
 
   it("rebuilds the same state from a snapshot plus the later events as from a full replay", async () => {
@@ -157,10 +146,10 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
             : { kind: "withdraw", account: "snap", amount: 7 + i, fee: i % 4 ? 0 : 1 },
         ),
       );
-    await saveSnapshot(stores.snapshots, "snap", (await load(js(), jsm, "snap")).state);
+    await saveSnapshot(stores.snapshots, "snap", (await load(js(), e2e.jsm, "snap")).state);
     for (let i = 0; i < 15; i++) await run(cmd({ kind: "withdraw", account: "snap", amount: 3, fee: 1 }));
-    const full = (await load(js(), jsm, "snap")).state;
-    expect(await rebuild(js(), jsm, stores.snapshots, "snap")).toEqual(full);
+    const full = (await load(js(), e2e.jsm, "snap")).state;
+    expect(await rebuild(js(), e2e.jsm, stores.snapshots, "snap")).toEqual(full);
     expect(full.version).toBe((await history("snap")).at(-1)!.seq);
   });
 
@@ -169,15 +158,15 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     for (const a of accounts) await openWith(a, 1_000);
     for (let i = 0; i < 120; i++)
       await run(cmd({ kind: i % 2 ? "deposit" : "withdraw", account: accounts[i % 4]!, amount: 1 + (i % 9) } as WithoutId<Command>));
-    const last = (await jsm.streams.info(STREAM)).state.last_seq;
+    const last = (await e2e.jsm.streams.info(STREAM)).state.last_seq;
     const seen: { seq: number; counted: boolean }[] = [];
     const onEvent = (_a: string, seq: number, counted: boolean) => void seen.push({ seq, counted });
     const crashAt = 60;
     let crashed = false;
     const first = await startProjection({
-      nc,
+      nc: e2e.nc,
       balances: stores.balances,
-      log,
+      log: e2e.log,
       onEvent,
       beforeAck: async (m) => {
         // The read model has the event; the ack never goes: as if the process died here.
@@ -189,17 +178,17 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     });
     await waitFor("half the events projected", () => seen.length >= 70);
     await first.stop();
-    running.push(await startProjection({ nc, balances: stores.balances, log, onEvent }));
+    running.push(await startProjection({ nc: e2e.nc, balances: stores.balances, log: e2e.log, onEvent }));
     // Each event comes back until it is acked. One delivery can still be lost on the way (under load,
     // a pull the client gave up on for missed heartbeats while the server still sent to it): that one
     // comes back after the consumer's ack_wait, so the wait is longer than ack_wait, and says where it
     // stands if it ends.
     let state: ConsumerInfo | undefined;
-    const ackWaitMs = (await jsm.consumers.info(STREAM, PROJECTION)).config.ack_wait! / 1_000_000;
+    const ackWaitMs = (await e2e.jsm.consumers.info(STREAM, PROJECTION)).config.ack_wait! / 1_000_000;
     await waitFor(
       "every event projected",
       async () => {
-        state = await jsm.consumers.info(STREAM, PROJECTION);
+        state = await e2e.jsm.consumers.info(STREAM, PROJECTION);
         return state.ack_floor.stream_seq === last;
       },
       {
@@ -216,7 +205,7 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
       },
     );
     expect(seen.filter((s) => s.seq === crashAt && !s.counted).length).toBeGreaterThanOrEqual(1); // redelivered, skipped
-    for (const a of accounts) expect((await readBalance(stores.balances, a)).balance, a).toBe((await load(js(), jsm, a)).state.balance);
+    for (const a of accounts) expect((await readBalance(stores.balances, a)).balance, a).toBe((await load(js(), e2e.jsm, a)).state.balance);
   }, 120_000);
 
   it("does not fold again a command the stream already has by its msg id, so the invariant holds after it", async () => {
@@ -225,15 +214,15 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     const first = await run(d1);
     expect(first.state.balance).toBe(110);
     // The caller runs d1 again from the state it got after d1: the stream answers duplicate: true.
-    const again = await execute(js(), jsm, stores.atomic, d1, { known: first.state });
+    const again = await execute(js(), e2e.jsm, stores.atomic, d1, { known: first.state });
     expect(again).toMatchObject({ accepted: true, events: 0 });
     expect(again.state.balance).toBe(110);
-    const w = await execute(js(), jsm, stores.atomic, cmd({ kind: "withdraw", account: "dup", amount: 150 }), { known: again.state });
+    const w = await execute(js(), e2e.jsm, stores.atomic, cmd({ kind: "withdraw", account: "dup", amount: 150 }), { known: again.state });
     expect(w.accepted).toBe(false);
     // The same for a command of two events (an atomic batch on 2.12+, one commit message before).
     const fee = cmd({ kind: "withdraw", account: "dup", amount: 50, fee: 5 });
     const paid = await run(fee);
-    const repeat = await execute(js(), jsm, stores.atomic, fee, { known: paid.state });
+    const repeat = await execute(js(), e2e.jsm, stores.atomic, fee, { known: paid.state });
     expect(repeat).toMatchObject({ accepted: true, events: 0, state: { balance: 55 } });
     const h = await history("dup");
     expect(h.filter((m) => m.command === fee.id).flatMap((m) => m.events)).toMatchObject([
@@ -255,7 +244,7 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
       failed = true;
       return true;
     });
-    running.push(await startProjection({ nc, balances, log }));
+    running.push(await startProjection({ nc: e2e.nc, balances, log: e2e.log }));
     await waitFor("the failed update was tried", () => failed);
     await waitFor("the balance has all ten deposits", async () => (await readBalance(stores.balances, "flaky")).balance === 10, {
       timeoutMs: 20_000,
@@ -268,14 +257,21 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     await openWith("held", 1);
     for (let i = 0; i < 8; i++) await run(cmd({ kind: "deposit", account: "held", amount: 1 }));
     const events = (await history("held")).map((m) => m.seq);
-    await jsm.consumers.update(STREAM, PROJECTION, { ack_wait: nanos(1_000) });
+    await e2e.jsm.consumers.update(STREAM, PROJECTION, { ack_wait: nanos(1_000) });
     // Another instance takes the account's first event and never answers (paused, then gone): the
     // server hands it out again after the 1 s ack_wait, while this instance holds the later ones.
     const other = await (await js().consumers.get(STREAM, PROJECTION)).fetch({ max_messages: 1, expires: 1_000 });
     for await (const m of other) expect(m.seq).toBe(events[0]);
     const counted: number[] = [];
     const started = Date.now();
-    running.push(await startProjection({ nc, balances: stores.balances, log, onEvent: (_a, seq, c) => void (c && counted.push(seq)) }));
+    running.push(
+      await startProjection({
+        nc: e2e.nc,
+        balances: stores.balances,
+        log: e2e.log,
+        onEvent: (_a, seq, c) => void (c && counted.push(seq)),
+      }),
+    );
     // One event's wait for the held one, and a retry delay or two: not a wait per event behind it.
     await waitFor("all ten counted", () => counted.length === events.length, { timeoutMs: 30_000, detail: () => counted });
     const tookMs = Date.now() - started;
@@ -290,7 +286,7 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     // The command side loads the account's history and refuses it now; an event appended as it would be.
     await js().publish(subjectOf("bad"), JSON.stringify({ type: "deposited", amount: 2, command: "after" }));
     const seen: number[] = [];
-    running.push(await startProjection({ nc, balances: stores.balances, log, onEvent: (_a, seq) => seen.push(seq) }));
+    running.push(await startProjection({ nc: e2e.nc, balances: stores.balances, log: e2e.log, onEvent: (_a, seq) => seen.push(seq) }));
     await waitFor(
       "the deposit after the malformed event is counted",
       async () => (await readBalance(stores.balances, "bad")).balance === 7,
@@ -301,7 +297,7 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     );
     expect(seen).toContain(garbage.seq);
     expect((await readBalance(stores.balances, "bad")).seq).toBeGreaterThan(garbage.seq);
-    const info = await jsm.consumers.info(STREAM, PROJECTION);
+    const info = await e2e.jsm.consumers.info(STREAM, PROJECTION);
     expect({ pending: info.num_pending, acks: info.num_ack_pending }).toEqual({ pending: 0, acks: 0 });
   });
 
@@ -309,14 +305,14 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     await openWith("two", 1);
     let known: Account | undefined;
     for (let i = 1; i < 500; i++)
-      known = (await execute(js(), jsm, stores.atomic, cmd({ kind: "deposit", account: "two", amount: 1 }), { known })).state;
-    const last = (await jsm.streams.info(STREAM)).state.last_seq;
+      known = (await execute(js(), e2e.jsm, stores.atomic, cmd({ kind: "deposit", account: "two", amount: 1 }), { known })).state;
+    const last = (await e2e.jsm.streams.info(STREAM)).state.last_seq;
     const beforeAck = () => sleep(Math.floor(Math.random() * 4));
-    const other = await connect({ servers: server.url });
+    const other = await connect({ servers: e2e.server.url });
     connections.push(other);
-    running.push(await startProjection({ nc, balances: stores.balances, log, beforeAck }));
-    running.push(await startProjection({ nc: other, balances: stores.balances, log, beforeAck }));
-    await waitFor("every event projected", async () => (await jsm.consumers.info(STREAM, PROJECTION)).ack_floor.stream_seq === last, {
+    running.push(await startProjection({ nc: e2e.nc, balances: stores.balances, log: e2e.log, beforeAck }));
+    running.push(await startProjection({ nc: other, balances: stores.balances, log: e2e.log, beforeAck }));
+    await waitFor("every event projected", async () => (await e2e.jsm.consumers.info(STREAM, PROJECTION)).ack_floor.stream_seq === last, {
       timeoutMs: 45_000,
       detail: () => readBalance(stores.balances, "two"),
     });
@@ -343,9 +339,9 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     };
     const writing = Promise.all([writer(), writer(), writer()]);
     await waitFor("some commands done", () => results.length >= 20, { timeoutMs: 30_000 });
-    await server.kill();
+    await e2e.server.kill();
     await sleep(300);
-    await server.restart();
+    await e2e.server.restart();
     await writing;
     const accepted = results.filter((r) => r.accepted).map((r) => r.id);
     const h = await history("crash");
@@ -357,11 +353,16 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
         state = fold(state, e, x.seq);
         expect(state.balance).toBeGreaterThanOrEqual(0);
       }
-    expect((await load(js(), jsm, "crash")).state).toEqual(state);
+    expect((await load(js(), e2e.jsm, "crash")).state).toEqual(state);
   });
 
   it("guards an aggregate spread over several subjects with the expected-subject wildcard on 2.11+, and not before", async () => {
-    await jsm.streams.add({ name: "ORDERS_ES", subjects: ["orders.*.*"], retention: RetentionPolicy.Limits, storage: StorageType.Memory });
+    await e2e.jsm.streams.add({
+      name: "ORDERS_ES",
+      subjects: ["orders.*.*"],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.Memory,
+    });
     const first = await js().publish("orders.1.created", "{}");
     // Two writers decided on the same version of order 1, each writing another event subject.
     const expect1 = { lastSubjectSequence: first.seq, lastSubjectSequenceSubject: "orders.1.*" };
@@ -378,7 +379,7 @@ describe(`event-sourcing on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
       // Older servers ignore the subject header and compare with the exact subject's last message (none
       // yet): both writers are refused, so such a layout cannot be guarded there. Hence one subject per account.
       expect([apiCode(paid), apiCode(cancelled)]).toEqual([ApiCodes.StreamWrongLastSequence, ApiCodes.StreamWrongLastSequence]);
-      expect((await jsm.streams.info("ORDERS_ES")).state.messages).toBe(1);
+      expect((await e2e.jsm.streams.info("ORDERS_ES")).state.messages).toBe(1);
     }
   });
 });

@@ -3,41 +3,27 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { AckPolicy, type JetStreamManager, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import { AckPolicy, jetstream, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
+import { serverForTests, sleep, waitFor } from "@repo/harness";
 import { ApiCodes, apiCode, publishBatch, type Serving, versionAtLeast } from "@repo/kit";
-import { pino } from "pino";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type ApplierOptions, type Outcome, startApplier } from "../src/applier.js";
 import { type Bank, ChargeRefused, directoryBank } from "../src/effects.js";
 import { type Charge, charges, encodeCharge, publishCharges } from "../src/producer.js";
 import { COMMANDS, CONSUMER, LEDGER, STATES_BUCKET, setup, type Timings } from "../src/setup.js";
 
-const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
-let server: NatsServer;
-let nc: NatsConnection;
-let jsm: JetStreamManager;
+const e2e = serverForTests({ reconnect: true });
 let states: KV;
 let bank: Bank;
 let bankDir: string;
 const running: Serving[] = [];
 const connections: NatsConnection[] = [];
 
-beforeAll(async () => {
-  server = await useServer();
-  nc = await connect({ servers: server.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
-  jsm = await jetstreamManager(nc);
-});
-afterAll(async () => {
-  await nc?.close();
-  await server?.stop();
-});
-
 async function fresh(timings: Partial<Timings> = {}) {
-  for (const s of [COMMANDS, LEDGER, `KV_${STATES_BUCKET}`, "GUARD"]) await jsm.streams.delete(s).catch(() => {});
-  states = await setup(jsm, nc, { ackWaitMs: 1_000, ...timings });
+  for (const s of [COMMANDS, LEDGER, `KV_${STATES_BUCKET}`, "GUARD"]) await e2e.jsm.streams.delete(s).catch(() => {});
+  states = await setup(e2e.jsm, e2e.nc, { ackWaitMs: 1_000, ...timings });
   bankDir = mkdtempSync(join(tmpdir(), "eo-bank-"));
   bank = directoryBank(bankDir);
 }
@@ -51,13 +37,13 @@ afterEach(async () => {
 const outcomes: Outcome[] = [];
 beforeEach(() => void outcomes.splice(0));
 async function applier(name: string, extra: Partial<ApplierOptions> = {}) {
-  const anc = await connect({ servers: server.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
+  const anc = await connect({ servers: e2e.server.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
   connections.push(anc);
-  running.push(await startApplier({ nc: anc, name, states, bank, log, onOutcome: (o) => void outcomes.push(o), ...extra }));
+  running.push(await startApplier({ nc: anc, name, states, bank, log: e2e.log, onOutcome: (o) => void outcomes.push(o), ...extra }));
   return anc;
 }
 const deliveriesOf = (id: string) => outcomes.filter((o) => o.charge.id === id);
-const commandsLeft = async () => (await jsm.streams.info(COMMANDS)).state.messages;
+const commandsLeft = async () => (await e2e.jsm.streams.info(COMMANDS)).state.messages;
 
 async function allApplied(list: Charge[], timeoutMs = 30_000) {
   await waitFor(
@@ -66,7 +52,7 @@ async function allApplied(list: Charge[], timeoutMs = 30_000) {
     {
       timeoutMs,
       detail: async () => {
-        const ci = await jsm.consumers.info(COMMANDS, CONSUMER).catch((err: unknown) => String(err));
+        const ci = await e2e.jsm.consumers.info(COMMANDS, CONSUMER).catch((err: unknown) => String(err));
         const state =
           typeof ci === "string"
             ? ci
@@ -80,7 +66,7 @@ async function allApplied(list: Charge[], timeoutMs = 30_000) {
 /** The guarantee: each effect applied exactly once per charge, none missing, none twice, none extra. */
 async function expectEffectsExactlyOnce(list: Charge[]) {
   const ids = list.map((c) => c.id).sort();
-  const { state } = await jsm.streams.info(LEDGER, { subjects_filter: "charges.ledger.>" });
+  const { state } = await e2e.jsm.streams.info(LEDGER, { subjects_filter: "charges.ledger.>" });
   const perCharge = Object.entries(state.subjects ?? {}).map(([s, n]) => [s.split(".").at(-1)!, n] as const);
   expect(perCharge.map(([id]) => id).sort()).toEqual(ids); // in the ledger: every charge, no other
   expect(perCharge.filter(([, n]) => n !== 1)).toEqual([]); // each entry once
@@ -92,10 +78,10 @@ async function expectEffectsExactlyOnce(list: Charge[]) {
 describe(`exactly-once on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
   it("applies each charge's effects exactly once when the producer publishes every command three times and resends on timeouts", async () => {
     const list = charges(300, "dup");
-    const first = await publishCharges(nc, list);
+    const first = await publishCharges(e2e.nc, list);
     // 1ms ack timeouts: most first sends are resent with the same msg id although they were stored.
-    const resent = await publishBatch(nc, list.map(encodeCharge), { stream: COMMANDS, timeoutMs: 1, attempts: 8, what: "charge(s)" });
-    const third = await publishCharges(nc, list);
+    const resent = await publishBatch(e2e.nc, list.map(encodeCharge), { stream: COMMANDS, timeoutMs: 1, attempts: 8, what: "charge(s)" });
+    const third = await publishCharges(e2e.nc, list);
     expect(first).toMatchObject({ stored: 300, failed: 0 });
     expect(resent).toMatchObject({ stored: 0, duplicates: 300 });
     expect(third).toMatchObject({ stored: 0, duplicates: 300 });
@@ -109,10 +95,10 @@ describe(`exactly-once on nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
     await fresh({ windowMs: 500 });
     const [c] = charges(1, "late");
     await applier("a");
-    await publishCharges(nc, [c!]);
+    await publishCharges(e2e.nc, [c!]);
     await allApplied([c!]);
     await sleep(800); // the window is over: the same msg id is new again, on both streams
-    expect(await publishCharges(nc, [c!])).toMatchObject({ stored: 1, duplicates: 0 }); // stored twice over time
+    expect(await publishCharges(e2e.nc, [c!])).toMatchObject({ stored: 1, duplicates: 0 }); // stored twice over time
     await waitFor("the second delivery handled", () => outcomes.length === 2);
     expect(outcomes[1]).toMatchObject({ ledger: "already", bank: "already", acked: true });
     await expectEffectsExactlyOnce([c!]);
@@ -129,7 +115,7 @@ describe(`exactly-once on nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
         await anc.close(); // the effects are done, the ack never leaves
       },
     });
-    await publishCharges(nc, list);
+    await publishCharges(e2e.nc, list);
     await waitFor("the victim applied on the dying connection", () => died);
     await applier("survivor");
     await allApplied(list);
@@ -152,7 +138,7 @@ describe(`exactly-once on nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
       },
     });
     await applier("fast");
-    await publishCharges(nc, list);
+    await publishCharges(e2e.nc, list);
     await allApplied(list);
     await waitFor("both deliveries of the slow charge done", () => deliveriesOf(slow).length >= 2, { timeoutMs: 10_000 });
     const [late, again] = [deliveriesOf(slow).find((o) => o.applier === "slow"), deliveriesOf(slow).find((o) => o.delivery > 1)];
@@ -165,7 +151,7 @@ describe(`exactly-once on nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
     const list = charges(10, "kill");
     const victim = list[5]!.id;
     const child = spawn(process.execPath, ["--import", "tsx", "test/applier-process.ts"], {
-      env: { ...process.env, NATS_URL: server.url, BANK_DIR: bankDir, DIE_AFTER: victim },
+      env: { ...process.env, NATS_URL: e2e.server.url, BANK_DIR: bankDir, DIE_AFTER: victim },
       stdio: ["ignore", "pipe", "inherit"],
     });
     const lines = createInterface({ input: child.stdout! });
@@ -173,7 +159,7 @@ describe(`exactly-once on nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
     lines.on("line", (l) => seen.push(l));
     const exited = new Promise((r) => child.once("exit", r));
     await waitFor("the applier process ready", () => seen.includes("ready"));
-    await publishCharges(nc, list);
+    await publishCharges(e2e.nc, list);
     await waitFor("the victim applied, then the process killed", () => seen.includes(`applied ${victim}`));
     await exited;
     await applier("survivor");
@@ -189,18 +175,18 @@ describe(`exactly-once on nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
     const list = charges(600, "crash");
     await applier("a");
     await applier("b");
-    await publishCharges(nc, list);
+    await publishCharges(e2e.nc, list);
     await waitFor("a third applied", () => outcomes.length >= 200, { timeoutMs: 30_000, everyMs: 5 });
-    await server.kill(); // acks and effects in flight die with it
+    await e2e.server.kill(); // acks and effects in flight die with it
     await sleep(300);
-    await server.restart(); // same port and store: the appliers reconnect
+    await e2e.server.restart(); // same port and store: the appliers reconnect
     await waitFor("every charge applied", () => new Set(outcomes.map((o) => o.charge.id)).size >= list.length, { timeoutMs: 60_000 });
     await expectEffectsExactlyOnce(list);
     await waitFor("nothing left to deliver", async () => {
-      const ci = await jsm.consumers.info(COMMANDS, CONSUMER);
+      const ci = await e2e.jsm.consumers.info(COMMANDS, CONSUMER);
       return ci.num_pending + ci.num_ack_pending === 0 && ci.ack_floor.stream_seq === list.length;
     });
-    if (versionAtLeast(nc.info?.version, "2.10.0")) {
+    if (versionAtLeast(e2e.nc.info?.version, "2.10.0")) {
       await waitFor("the queue empty", async () => (await commandsLeft()) === 0);
     } else {
       // 2.9.10: after a SIGKILL, commands the consumer has acked (all of them: its ack floor is the last
@@ -219,7 +205,7 @@ describe(`exactly-once on nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
       },
       charged: () => bank.charged(),
     };
-    await publishCharges(nc, list);
+    await publishCharges(e2e.nc, list);
     await applier("a", { bank: refusing });
     const rest = list.filter((c) => c !== refused);
     await allApplied(list);
@@ -231,21 +217,21 @@ describe(`exactly-once on nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
 
   it("never ends a charge the bank applied while its ledger entry is not, however many deliveries it takes", async () => {
     const [c] = charges(1, "ok");
-    await publishCharges(nc, [c!]);
+    await publishCharges(e2e.nc, [c!]);
     // Twenty deliveries (the old max_deliver) used up at once: a raw puller nak's each.
-    const consumer = await jetstream(nc).consumers.get(COMMANDS, CONSUMER);
+    const consumer = await jetstream(e2e.nc).consumers.get(COMMANDS, CONSUMER);
     for (let i = 0; i < 19; i++) {
       const m = await consumer.next({ expires: 2_000 });
       expect(m?.info.deliveryCount).toBe(i + 1);
       m!.nak();
     }
     // The ledger refuses for now (no stream takes its subject: "no responders"), the bank takes it.
-    const ledger = (await jsm.streams.info(LEDGER)).config;
-    await jsm.streams.update(LEDGER, { ...ledger, subjects: ["charges.elsewhere.*"] });
+    const ledger = (await e2e.jsm.streams.info(LEDGER)).config;
+    await e2e.jsm.streams.update(LEDGER, { ...ledger, subjects: ["charges.elsewhere.*"] });
     await applier("a", { retryMaxMs: 500 });
     await waitFor("the bank charged it", () => bank.charged().includes(c!.id));
     await sleep(1_500); // deliveries 20, 21 and more, each nak'ed
-    await jsm.streams.update(LEDGER, ledger);
+    await e2e.jsm.streams.update(LEDGER, ledger);
     await allApplied([c!]);
     expect(deliveriesOf(c!.id)).toMatchObject([{ ledger: "applied", bank: "already", acked: true }]);
     expect(deliveriesOf(c!.id)[0]!.delivery).toBeGreaterThan(20);
@@ -254,21 +240,21 @@ describe(`exactly-once on nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
 
   it("terminates a malformed command without applying it, and applies the rest", async () => {
     const list = charges(3, "ok");
-    await jetstream(nc).publish("charges.requested", '{"id": "bad id with spaces", "account": "a", "amount": 1}', { msgID: "bad-1" });
-    await publishCharges(nc, list);
+    await jetstream(e2e.nc).publish("charges.requested", '{"id": "bad id with spaces", "account": "a", "amount": 1}', { msgID: "bad-1" });
+    await publishCharges(e2e.nc, list);
     await applier("a");
     await allApplied(list);
     await expectEffectsExactlyOnce(list);
   });
 
   it("shows why the ledger is a Limits stream: on a work queue, create-if-absent holds only until the ack deletes the message", async () => {
-    await jsm.streams.add({ name: "GUARD", subjects: ["guard.*"], retention: RetentionPolicy.Workqueue, storage: StorageType.Memory });
-    const js = jetstream(nc);
+    await e2e.jsm.streams.add({ name: "GUARD", subjects: ["guard.*"], retention: RetentionPolicy.Workqueue, storage: StorageType.Memory });
+    const js = jetstream(e2e.nc);
     const ifAbsent = { expect: { lastSubjectSequence: 0 } };
     await js.publish("guard.x", "1", ifAbsent);
     const refused = await js.publish("guard.x", "2", ifAbsent).catch((err: unknown) => err);
     expect(apiCode(refused)).toBe(ApiCodes.StreamWrongLastSequence); // while kept: refused, no time window
-    await jsm.consumers.add("GUARD", { durable_name: "take", ack_policy: AckPolicy.Explicit });
+    await e2e.jsm.consumers.add("GUARD", { durable_name: "take", ack_policy: AckPolicy.Explicit });
     const m = await (await js.consumers.get("GUARD", "take")).next();
     await m!.ackAck(); // the work queue deletes it
     const again = await js.publish("guard.x", "3", ifAbsent); // and the subject is empty again: accepted

@@ -1,34 +1,18 @@
 import { spawn } from "node:child_process";
-import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { freePort, type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
-import { pino } from "pino";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { jetstream } from "@nats-io/jetstream";
+import { freePort, serverForTests, sleep, waitFor } from "@repo/harness";
+import { beforeEach, describe, expect, it } from "vitest";
 import { type Received, type Subscriber, startSubscriber } from "../src/consumer.js";
 import { type OrderEvent, orderEvents, publishEvents } from "../src/producer.js";
 import { addConsumer, CONSUMERS, type Retention, setup, streams } from "../src/setup.js";
 
-const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
-let server: NatsServer;
-let nc: NatsConnection;
-let jsm: JetStreamManager;
+const e2e = serverForTests();
 const subs: Subscriber[] = [];
-
-beforeAll(async () => {
-  server = await useServer();
-  nc = await connect({ servers: server.url });
-  jsm = await jetstreamManager(nc);
-});
-
-afterAll(async () => {
-  await nc?.close();
-  await server?.stop();
-});
 
 beforeEach(async () => {
   await Promise.all(subs.splice(0).map((s) => s.stop()));
-  for (const r of ["limits", "interest"] as const) await jsm.streams.delete(streams[r].name).catch(() => {});
-  await setup(jsm);
+  for (const r of ["limits", "interest"] as const) await e2e.jsm.streams.delete(streams[r].name).catch(() => {});
+  await setup(e2e.jsm);
 });
 
 function collect() {
@@ -37,7 +21,7 @@ function collect() {
   return { got, by, onEvent: (r: Received) => void got.push(r) };
 }
 
-const stored = async (r: Retention) => (await jsm.streams.info(streams[r].name)).state.messages;
+const stored = async (r: Retention) => (await e2e.jsm.streams.info(streams[r].name)).state.messages;
 
 describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
   for (const retention of ["limits", "interest"] as const) {
@@ -46,10 +30,10 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
       for (const name of CONSUMERS) {
         // Each consumer at its own pace: analytics is slow, the others are not.
         const handler = name === "analytics" ? async () => void (await sleep(2)) : undefined;
-        subs.push(await startSubscriber({ nc, retention, name, log, onEvent: c.onEvent, handler }));
+        subs.push(await startSubscriber({ nc: e2e.nc, retention, name, log: e2e.log, onEvent: c.onEvent, handler }));
       }
       const events = orderEvents(40);
-      await publishEvents(nc, events, [retention]);
+      await publishEvents(e2e.nc, events, [retention]);
       await waitFor("every consumer has every event", () => CONSUMERS.every((n) => c.by(n).length >= events.length), { timeoutMs: 30_000 });
       await sleep(200); // a duplicate would show up now
       for (const name of CONSUMERS) {
@@ -70,12 +54,13 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
 
   it("lets a late joiner on the Limits stream replay the whole history", async () => {
     const c = collect();
-    for (const name of CONSUMERS) subs.push(await startSubscriber({ nc, retention: "limits", name, log, onEvent: c.onEvent }));
+    for (const name of CONSUMERS)
+      subs.push(await startSubscriber({ nc: e2e.nc, retention: "limits", name, log: e2e.log, onEvent: c.onEvent }));
     const events = orderEvents(30);
-    await publishEvents(nc, events, ["limits"]);
+    await publishEvents(e2e.nc, events, ["limits"]);
     await waitFor("the first consumers are done", () => CONSUMERS.every((n) => c.by(n).length === events.length));
-    await addConsumer(jsm, "limits", "audit");
-    subs.push(await startSubscriber({ nc, retention: "limits", name: "audit", log, onEvent: c.onEvent }));
+    await addConsumer(e2e.jsm, "limits", "audit");
+    subs.push(await startSubscriber({ nc: e2e.nc, retention: "limits", name: "audit", log: e2e.log, onEvent: c.onEvent }));
     await waitFor("audit replayed", () => c.by("audit").length === events.length);
     await sleep(200);
     expect(c.by("audit").map((r) => r.event.n)).toEqual(events.map((e) => e.n));
@@ -83,8 +68,8 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
   });
 
   it("on the Interest stream, removes an event exactly when the last consumer acks it", async () => {
-    const js = jetstream(nc);
-    await publishEvents(nc, orderEvents(1).slice(0, 1), ["interest"]);
+    const js = jetstream(e2e.nc);
+    await publishEvents(e2e.nc, orderEvents(1).slice(0, 1), ["interest"]);
     expect(await stored("interest")).toBe(1);
     const left: number[] = [];
     for (const name of CONSUMERS) {
@@ -102,21 +87,22 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
   it("keeps a stopped consumer's events on the Interest stream until it comes back", async () => {
     const c = collect();
     const running = new Map<string, Subscriber>();
-    for (const name of CONSUMERS) running.set(name, await startSubscriber({ nc, retention: "interest", name, log, onEvent: c.onEvent }));
+    for (const name of CONSUMERS)
+      running.set(name, await startSubscriber({ nc: e2e.nc, retention: "interest", name, log: e2e.log, onEvent: c.onEvent }));
     const first = orderEvents(10, "a");
-    await publishEvents(nc, first, ["interest"]);
+    await publishEvents(e2e.nc, first, ["interest"]);
     await waitFor("all consumers got the first batch", () => CONSUMERS.every((n) => c.by(n).length === first.length));
 
     await running.get("analytics")!.stop(); // analytics goes down
     const second = orderEvents(10, "b");
-    await publishEvents(nc, second, ["interest"]);
+    await publishEvents(e2e.nc, second, ["interest"]);
     await waitFor("billing and shipping got the second batch", () =>
       ["billing", "shipping"].every((n) => c.by(n).length === first.length + second.length),
     );
     await sleep(300);
     expect(await stored("interest")).toBe(second.length); // held for analytics only
 
-    subs.push(await startSubscriber({ nc, retention: "interest", name: "analytics", log, onEvent: c.onEvent }));
+    subs.push(await startSubscriber({ nc: e2e.nc, retention: "interest", name: "analytics", log: e2e.log, onEvent: c.onEvent }));
     running.delete("analytics");
     subs.push(...running.values());
     await waitFor("analytics caught up", () => c.by("analytics").length === first.length + second.length);
@@ -133,18 +119,18 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
         throw new Error("billing system busy");
       }
     };
-    subs.push(await startSubscriber({ nc, retention: "limits", name: "billing", log, onEvent: c.onEvent, handler }));
-    const js = jetstream(nc);
+    subs.push(await startSubscriber({ nc: e2e.nc, retention: "limits", name: "billing", log: e2e.log, onEvent: c.onEvent, handler }));
+    const js = jetstream(e2e.nc);
     await js.publish("limits.orders.created", "{not json");
     await js.publish("limits.orders.created", JSON.stringify({ orderId: 7 }));
     const events = orderEvents(3);
-    await publishEvents(nc, events, ["limits"]);
+    await publishEvents(e2e.nc, events, ["limits"]);
     await waitFor("every good event handled", () => c.by("billing").length === events.length, { timeoutMs: 15_000 });
     expect(failedOnce).toBe(true);
     expect(new Set(c.by("billing").map((r) => r.event.n))).toEqual(new Set(events.map((e) => e.n)));
     // The two malformed ones were ended, not left to come back: nothing is pending or in flight.
     await waitFor("nothing pending", async () => {
-      const ci = await jsm.consumers.info(streams.limits.name, "billing");
+      const ci = await e2e.jsm.consumers.info(streams.limits.name, "billing");
       return ci.num_pending === 0 && ci.num_ack_pending === 0;
     });
   });
@@ -158,9 +144,9 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
         throw new Error("billing system busy");
       }
     };
-    subs.push(await startSubscriber({ nc, retention: "limits", name: "billing", log, onEvent: c.onEvent, handler }));
+    subs.push(await startSubscriber({ nc: e2e.nc, retention: "limits", name: "billing", log: e2e.log, onEvent: c.onEvent, handler }));
     const events = orderEvents(3);
-    await publishEvents(nc, events, ["limits"]);
+    await publishEvents(e2e.nc, events, ["limits"]);
     await waitFor("every event handled", () => c.by("billing").length === events.length, { timeoutMs: 15_000 });
     expect(failedOnce).toBe(true);
     for (const order of ["o-0", "o-1", "o-2"])
@@ -176,7 +162,7 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
   it("answers /healthz 200 while it reads its consumer, and 503 with why once the consumer is gone", async () => {
     const port = await freePort();
     const child = spawn(process.execPath, ["--import", "tsx", "src/service.ts"], {
-      env: { ...process.env, NATS_URL: server.url, LOG_FORMAT: "json", SERVICE_NAME: "audit", HEALTH_PORT: String(port) },
+      env: { ...process.env, NATS_URL: e2e.server.url, LOG_FORMAT: "json", SERVICE_NAME: "audit", HEALTH_PORT: String(port) },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let output = "";
@@ -190,7 +176,7 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
     try {
       await waitFor("the service is serving", () => output.includes('"msg":"serving"'), { timeoutMs: 20_000, detail: () => output });
       expect(await health()).toMatchObject({ status: 200, body: { ok: true } });
-      await jsm.consumers.delete(streams.limits.name, "audit");
+      await e2e.jsm.consumers.delete(streams.limits.name, "audit");
       const down = await health();
       expect(down.status).toBe(503);
       expect(down.body.error).toMatch(/consumer not found/i);
@@ -201,9 +187,9 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
   });
 
   it("a deployed service creates only its own consumer: no unread consumer keeps Interest events for ever", async () => {
-    for (const r of ["limits", "interest"] as const) await jsm.streams.delete(streams[r].name);
+    for (const r of ["limits", "interest"] as const) await e2e.jsm.streams.delete(streams[r].name);
     const child = spawn(process.execPath, ["--import", "tsx", "src/service.ts"], {
-      env: { ...process.env, NATS_URL: server.url, LOG_FORMAT: "json", SERVICE_NAME: "billing", RETENTION: "interest" },
+      env: { ...process.env, NATS_URL: e2e.server.url, LOG_FORMAT: "json", SERVICE_NAME: "billing", RETENTION: "interest" },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let output = "";
@@ -212,7 +198,7 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
     const exited = new Promise<number | null>((r) => child.once("exit", r));
     try {
       await waitFor("the service is serving", () => output.includes('"msg":"serving"'), { timeoutMs: 20_000, detail: () => output });
-      const names = async (r: Retention) => (await jsm.consumers.list(streams[r].name).next()).map((c) => c.name).sort();
+      const names = async (r: Retention) => (await e2e.jsm.consumers.list(streams[r].name).next()).map((c) => c.name).sort();
       expect(await names("interest")).toEqual(["billing"]);
       expect(await names("limits")).toEqual([]);
     } finally {

@@ -1,43 +1,28 @@
-import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { type NatsServer, sleep, tcpLink, useServer, waitFor } from "@repo/harness";
+import { connect } from "@nats-io/transport-node";
+import { serverForTests, sleep, tcpLink, waitFor } from "@repo/harness";
 import { pino } from "pino";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { appendEvents, ledgerEvents } from "../src/producer.js";
 import { type Entry, loadPosition, type ReplayOptions, replay, subjectMatches } from "../src/replayer.js";
 import { POSITIONS_BUCKET, STREAM, setup } from "../src/setup.js";
 
-const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
+const e2e = serverForTests({ reconnect: true });
 const version = process.env.NATS_SERVER_VERSION ?? "newest";
-let server: NatsServer;
-let nc: NatsConnection;
-let jsm: JetStreamManager;
 let positions: KV;
 
-beforeAll(async () => {
-  server = await useServer();
-  nc = await connect({ servers: server.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
-  jsm = await jetstreamManager(nc);
-});
-
-afterAll(async () => {
-  await nc?.close();
-  await server?.stop();
-});
-
 beforeEach(async () => {
-  await jsm.streams.delete(STREAM).catch(() => {});
-  await jsm.streams.delete(`KV_${POSITIONS_BUCKET}`).catch(() => {});
-  positions = await setup(jsm, nc);
+  await e2e.jsm.streams.delete(STREAM).catch(() => {});
+  await e2e.jsm.streams.delete(`KV_${POSITIONS_BUCKET}`).catch(() => {});
+  positions = await setup(e2e.jsm, e2e.nc);
 });
 
 async function collect(opts: Partial<ReplayOptions> & Pick<ReplayOptions, "from">) {
   const seqs: number[] = [];
   const subjects: string[] = [];
   const res = await replay({
-    nc,
-    log,
+    nc: e2e.nc,
+    log: e2e.log,
     name: "test",
     handler: (e: Entry) => {
       seqs.push(e.seq);
@@ -52,7 +37,7 @@ const range = (from: number, to: number) => Array.from({ length: to - from + 1 }
 
 describe(`ordered-replay on nats-server ${version}`, () => {
   it("replays from the start gap-free and strictly in stream order", async () => {
-    const seqs = await appendEvents(nc, ledgerEvents(1_500));
+    const seqs = await appendEvents(e2e.nc, ledgerEvents(1_500));
     const { seqs: got, res } = await collect({ from: "start" });
     expect(got).toEqual(seqs);
     expect(got).toEqual(range(1, 1_500));
@@ -60,11 +45,11 @@ describe(`ordered-replay on nats-server ${version}`, () => {
   });
 
   it("replays from a sequence and from a time, starting exactly there", async () => {
-    await appendEvents(nc, ledgerEvents(300));
+    await appendEvents(e2e.nc, ledgerEvents(300));
     await sleep(20);
     const since = new Date();
     await sleep(20);
-    const later = await appendEvents(nc, ledgerEvents(100, 4, 300));
+    const later = await appendEvents(e2e.nc, ledgerEvents(100, 4, 300));
     expect((await collect({ from: { seq: 123 } })).seqs).toEqual(range(123, 400));
     expect((await collect({ from: { time: since } })).seqs).toEqual(later);
     expect((await collect({ from: { seq: 401 } })).seqs).toEqual([]); // nothing there yet: returns, does not hang
@@ -72,7 +57,7 @@ describe(`ordered-replay on nats-server ${version}`, () => {
 
   it("replays a subject filter: exactly the matching sequences, in order", async () => {
     const events = ledgerEvents(400);
-    const seqs = await appendEvents(nc, events);
+    const seqs = await appendEvents(e2e.nc, events);
     const expected = (filters: string[]) =>
       seqs.filter((_, i) => filters.some((f) => subjectMatches(f, `ledger.${events[i]!.account}.${events[i]!.kind}`)));
     const one = await collect({ from: "start", filter: ["ledger.acct-1.>"] });
@@ -109,10 +94,10 @@ describe(`ordered-replay on nats-server ${version}`, () => {
     ];
     const got = new Map(filters.map((f) => [f, new Set<string>()]));
     // The reference is the server: a core subscription per filter gets exactly the subjects it matches.
-    const subs = filters.map((f) => nc.subscribe(f, { callback: (_err, m) => void got.get(f)!.add(m.subject) }));
-    await nc.flush();
-    for (const subject of subjects) nc.publish(subject);
-    await nc.flush(); // the server answers the flush after it has sent us every matching message
+    const subs = filters.map((f) => e2e.nc.subscribe(f, { callback: (_err, m) => void got.get(f)!.add(m.subject) }));
+    await e2e.nc.flush();
+    for (const subject of subjects) e2e.nc.publish(subject);
+    await e2e.nc.flush(); // the server answers the flush after it has sent us every matching message
     for (const sub of subs) sub.unsubscribe();
     for (const f of filters)
       expect(
@@ -123,12 +108,12 @@ describe(`ordered-replay on nats-server ${version}`, () => {
   });
 
   it("resumes after a restart of the replayer at exactly the next sequence", async () => {
-    await appendEvents(nc, ledgerEvents(1_000));
+    await appendEvents(e2e.nc, ledgerEvents(1_000));
     const stop = new AbortController();
     let n = 0;
     const first = await replay({
-      nc,
-      log,
+      nc: e2e.nc,
+      log: e2e.log,
       name: "projector",
       positions,
       from: "resume",
@@ -145,14 +130,14 @@ describe(`ordered-replay on nats-server ${version}`, () => {
   });
 
   it("after a crash resumes from the last checkpoint: no gap, at most checkpointEvery-1 events repeated", async () => {
-    await appendEvents(nc, ledgerEvents(500));
+    await appendEvents(e2e.nc, ledgerEvents(500));
     // A replayer that dies abruptly at event 237: its connection closes, so it cannot save on the way out.
-    const doomed = await connect({ servers: server.url });
+    const doomed = await connect({ servers: e2e.server.url });
     const doomedPositions = await new Kvm(doomed).open(POSITIONS_BUCKET);
     const seen: number[] = [];
     await replay({
       nc: doomed,
-      log,
+      log: e2e.log,
       name: "crashy",
       positions: doomedPositions,
       from: "resume",
@@ -172,12 +157,12 @@ describe(`ordered-replay on nats-server ${version}`, () => {
   });
 
   it("follows events appended during the replay, in order, without gaps", async () => {
-    await appendEvents(nc, ledgerEvents(500));
+    await appendEvents(e2e.nc, ledgerEvents(500));
     const stop = new AbortController();
     const seqs: number[] = [];
     const following = replay({
-      nc,
-      log,
+      nc: e2e.nc,
+      log: e2e.log,
       name: "live",
       from: "start",
       follow: true,
@@ -187,7 +172,7 @@ describe(`ordered-replay on nats-server ${version}`, () => {
         if (e.seq % 50 === 0) await sleep(5); // slower than the producer now and then
       },
     });
-    for (let i = 0; i < 10; i++) await appendEvents(nc, ledgerEvents(100, 4, 500 + i * 100), 10);
+    for (let i = 0; i < 10; i++) await appendEvents(e2e.nc, ledgerEvents(100, 4, 500 + i * 100), 10);
     await waitFor("the replay to reach the last append", () => seqs.length === 1_500, { timeoutMs: 20_000 });
     stop.abort();
     await following;
@@ -200,14 +185,14 @@ describe(`ordered-replay on nats-server ${version}`, () => {
   it.skipIf(!!process.env.NATS_URL)(
     "resumes from its saved position when its first ordered consumer cannot be made (the server restarting)",
     async () => {
-      await appendEvents(nc, ledgerEvents(50));
+      await appendEvents(e2e.nc, ledgerEvents(50));
       await positions.put("restarting", "30");
       // The position is read, then the server goes before the ordered consumer is made, and comes back.
       const restarting = Object.create(positions) as KV;
       restarting.get = async (key: string) => {
         const e = await positions.get(key);
-        await server.kill();
-        setTimeout(() => void server.restart(), 500);
+        await e2e.server.kill();
+        setTimeout(() => void e2e.server.restart(), 500);
         return e;
       };
       const { seqs } = await collect({ name: "restarting", positions: restarting, from: "resume" });
@@ -222,8 +207,8 @@ describe(`ordered-replay on nats-server ${version}`, () => {
   it.skipIf(!!process.env.NATS_URL)(
     "declares no stall while an event is being handled: each event once, one at a time (the watchdog's question unanswered)",
     async () => {
-      await appendEvents(nc, ledgerEvents(2_000)); // more than its pulls bring: some still pending at the server
-      const link = await tcpLink(server.port);
+      await appendEvents(e2e.nc, ledgerEvents(2_000)); // more than its pulls bring: some still pending at the server
+      const link = await tcpLink(e2e.server.port);
       const own = await connect({ servers: `127.0.0.1:${link.port}` });
       const warnings: string[] = [];
       const watched = pino({ level: "warn" }, { write: (line: string) => void warnings.push(line) });
@@ -277,12 +262,12 @@ describe(`ordered-replay on nats-server ${version}`, () => {
   );
 
   it.skipIf(!!process.env.NATS_URL)("keeps order and skips nothing across a server restart in the middle of a replay", async () => {
-    await appendEvents(nc, ledgerEvents(2_000));
+    await appendEvents(e2e.nc, ledgerEvents(2_000));
     const seqs: number[] = [];
     let restarted = false;
     const replaying = replay({
-      nc,
-      log,
+      nc: e2e.nc,
+      log: e2e.log,
       name: "survivor",
       from: "start",
       handler: async (e) => {
@@ -291,7 +276,7 @@ describe(`ordered-replay on nats-server ${version}`, () => {
       },
     });
     await waitFor("a third replayed", () => seqs.length >= 600);
-    await server.restart();
+    await e2e.server.restart();
     restarted = true;
     await replaying;
     expect(restarted).toBe(true);

@@ -1,46 +1,34 @@
-import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection, nanos } from "@nats-io/transport-node";
-import { type NatsServer, sleep, useServer, waitFor } from "@repo/harness";
-import { pino } from "pino";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { jetstream } from "@nats-io/jetstream";
+import { connect, nanos } from "@nats-io/transport-node";
+import { serverForTests, sleep, waitFor } from "@repo/harness";
+import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { publishTasks, type Task, tasksAt } from "../src/producer.js";
 import { consumerFor, GROUP, LEVELS, nativeSupport, OVERFLOW_STREAM, STREAM, setup, TIERED_STREAM } from "../src/setup.js";
 import { type Done, outOfPriority, type Stoppable, startTierWorker, startWorker, takenOrder } from "../src/worker.js";
 
-const log = pino({ level: process.env.LOG_LEVEL ?? "silent" });
-let server: NatsServer;
-let nc: NatsConnection;
-let jsm: JetStreamManager;
+const e2e = serverForTests();
 let version: string;
 const running: Stoppable[] = [];
 
 beforeAll(async () => {
-  server = await useServer();
-  nc = await connect({ servers: server.url });
-  jsm = await jetstreamManager(nc);
-  version = nc.info!.version;
-});
-
-afterAll(async () => {
-  await nc?.close();
-  await server?.stop();
+  version = e2e.nc.info!.version;
 });
 
 beforeEach(async () => {
   await Promise.all(running.splice(0).map((w) => w.stop()));
-  for (const s of [STREAM, TIERED_STREAM, OVERFLOW_STREAM]) await jsm.streams.delete(s).catch(() => {});
+  for (const s of [STREAM, TIERED_STREAM, OVERFLOW_STREAM]) await e2e.jsm.streams.delete(s).catch(() => {});
 });
 
 const backlog = (n: number): Task[] => [...tasksAt("low", n), ...tasksAt("normal", n), ...tasksAt("high", n)];
 const work = async () => void (await sleep(1));
-const stored = async (stream: string) => (await jsm.streams.info(stream)).state.messages;
+const stored = async (stream: string) => (await e2e.jsm.streams.info(stream)).state.messages;
 
 describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
   it("serves a full backlog strictly high, then normal, then low, with one worker", async () => {
-    await setup(jsm, version);
-    await publishTasks(nc, backlog(30)); // published low first
+    await setup(e2e.jsm, version);
+    await publishTasks(e2e.nc, backlog(30)); // published low first
     const done: Done[] = [];
-    running.push(await startWorker({ nc, name: "w", handler: work, log, onDone: (d) => void done.push(d) }));
+    running.push(await startWorker({ nc: e2e.nc, name: "w", handler: work, log: e2e.log, onDone: (d) => void done.push(d) }));
     await waitFor("90 tasks", () => done.length === 90);
     expect(done.map((d) => d.task.level)).toEqual([...Array(30).fill("high"), ...Array(30).fill("normal"), ...Array(30).fill("low")]);
     expect(new Set(done.map((d) => d.task.id)).size).toBe(90);
@@ -48,12 +36,18 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
   });
 
   it("with three competing workers, never takes a lower task while a higher one is waiting", async () => {
-    await setup(jsm, version);
-    await publishTasks(nc, backlog(40));
+    await setup(e2e.jsm, version);
+    await publishTasks(e2e.nc, backlog(40));
     const done: Done[] = [];
     for (const name of ["a", "b", "c"])
       running.push(
-        await startWorker({ nc: await connect({ servers: server.url }), name, handler: work, log, onDone: (d) => void done.push(d) }),
+        await startWorker({
+          nc: await connect({ servers: e2e.server.url }),
+          name,
+          handler: work,
+          log: e2e.log,
+          onDone: (d) => void done.push(d),
+        }),
       );
     await waitFor("120 tasks", () => done.length === 120);
     expect(outOfPriority(takenOrder(done))).toBe(0);
@@ -62,8 +56,8 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
   });
 
   it("keeps every task in a worker's hand alive past ack_wait: slow tasks run once, not again on another worker", async () => {
-    await setup(jsm, version);
-    for (const level of LEVELS) await jsm.consumers.update(STREAM, consumerFor(level), { ack_wait: nanos(1_000) });
+    await setup(e2e.jsm, version);
+    for (const level of LEVELS) await e2e.jsm.consumers.update(STREAM, consumerFor(level), { ack_wait: nanos(1_000) });
     const runs = new Map<string, number>();
     const slow = async (t: Task) => {
       runs.set(t.id, (runs.get(t.id) ?? 0) + 1);
@@ -72,9 +66,15 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     const done: Done[] = [];
     for (const name of ["holder", "other"])
       running.push(
-        await startWorker({ nc: await connect({ servers: server.url }), name, handler: slow, log, onDone: (d) => void done.push(d) }),
+        await startWorker({
+          nc: await connect({ servers: e2e.server.url }),
+          name,
+          handler: slow,
+          log: e2e.log,
+          onDone: (d) => void done.push(d),
+        }),
       );
-    await publishTasks(nc, tasksAt("normal", 12)); // 1.8 s of work; one pull can take all 12
+    await publishTasks(e2e.nc, tasksAt("normal", 12)); // 1.8 s of work; one pull can take all 12
     await waitFor("12 tasks done", () => new Set(done.map((d) => d.task.id)).size === 12, { timeoutMs: 20_000 });
     await sleep(1_500); // a task handed out again after its ack_wait would run now
     expect([...runs.values()].filter((n) => n > 1)).toEqual([]);
@@ -82,30 +82,30 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
   });
 
   it("stops quietly when its connection closes with tasks in hand: no error escapes, and another worker runs them", async () => {
-    await setup(jsm, version);
-    for (const level of LEVELS) await jsm.consumers.update(STREAM, consumerFor(level), { ack_wait: nanos(1_000) });
+    await setup(e2e.jsm, version);
+    for (const level of LEVELS) await e2e.jsm.consumers.update(STREAM, consumerFor(level), { ack_wait: nanos(1_000) });
     const escaped: unknown[] = [];
     const onEscape = (err: unknown) => void escaped.push(err);
     process.on("uncaughtException", onEscape);
     try {
-      const dying = await connect({ servers: server.url });
+      const dying = await connect({ servers: e2e.server.url });
       const done: Done[] = [];
       let started = 0;
       const slow = async () => {
         started++;
         await sleep(100);
       };
-      running.push(await startWorker({ nc: dying, name: "dying", handler: slow, log, onDone: (d) => void done.push(d) }));
-      await publishTasks(nc, tasksAt("normal", 12)); // one pull takes them all
+      running.push(await startWorker({ nc: dying, name: "dying", handler: slow, log: e2e.log, onDone: (d) => void done.push(d) }));
+      await publishTasks(e2e.nc, tasksAt("normal", 12)); // one pull takes them all
       await waitFor("the dying worker is under way", () => started === 2);
       await dying.close();
       await sleep(800); // its heartbeat ticks (every ack_wait / 3) with the hand it holds
       running.push(
         await startWorker({
-          nc: await connect({ servers: server.url }),
+          nc: await connect({ servers: e2e.server.url }),
           name: "other",
           handler: work,
-          log,
+          log: e2e.log,
           onDone: (d) => void done.push(d),
         }),
       );
@@ -117,27 +117,35 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
   });
 
   it("terminates a malformed task instead of retrying it, and serves the valid ones around it exactly once", async () => {
-    await setup(jsm, version);
-    const js = jetstream(nc);
+    await setup(e2e.jsm, version);
+    const js = jetstream(e2e.nc);
     await js.publish("tasks.high", "not json");
     await js.publish("tasks.high", JSON.stringify({ id: "no-level" }));
-    await publishTasks(nc, [...tasksAt("high", 3), ...tasksAt("low", 3)]);
+    await publishTasks(e2e.nc, [...tasksAt("high", 3), ...tasksAt("low", 3)]);
     const done: Done[] = [];
-    running.push(await startWorker({ nc, name: "w", handler: work, log, onDone: (d) => void done.push(d) }));
+    running.push(await startWorker({ nc: e2e.nc, name: "w", handler: work, log: e2e.log, onDone: (d) => void done.push(d) }));
     await waitFor("the 6 valid tasks", () => done.length === 6);
     await waitFor("the stream empty: the malformed ones are gone too", async () => (await stored(STREAM)) === 0);
     await sleep(300); // a redelivered malformed task or a second delivery would show up now
     expect(done.map((d) => d.task.id).sort()).toEqual(["high-0", "high-1", "high-2", "low-0", "low-1", "low-2"]);
-    for (const level of LEVELS) expect((await jsm.consumers.info(STREAM, `tasks-${level}`)).num_ack_pending).toBe(0);
+    for (const level of LEVELS) expect((await e2e.jsm.consumers.info(STREAM, `tasks-${level}`)).num_ack_pending).toBe(0);
   });
 
   it("takes a high task published mid-backlog next, ahead of the waiting lower ones", async () => {
-    await setup(jsm, version);
-    await publishTasks(nc, tasksAt("low", 50));
+    await setup(e2e.jsm, version);
+    await publishTasks(e2e.nc, tasksAt("low", 50));
     const done: Done[] = [];
-    running.push(await startWorker({ nc, name: "w", handler: async () => void (await sleep(10)), log, onDone: (d) => void done.push(d) }));
+    running.push(
+      await startWorker({
+        nc: e2e.nc,
+        name: "w",
+        handler: async () => void (await sleep(10)),
+        log: e2e.log,
+        onDone: (d) => void done.push(d),
+      }),
+    );
     await waitFor("some low tasks done", () => done.length >= 5);
-    await publishTasks(nc, [{ id: "urgent", level: "high" }]);
+    await publishTasks(e2e.nc, [{ id: "urgent", level: "high" }]);
     const doneAtPublish = done.length;
     await waitFor("the urgent task done", () => done.some((d) => d.task.id === "urgent"));
     // At most the task in hand when it arrived (plus one finishing as we looked) precedes it.
@@ -146,11 +154,18 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
   });
 
   it("with weights 6:3:1 serves lower levels a share of a full backlog instead of starving them", async () => {
-    await setup(jsm, version);
-    await publishTasks(nc, backlog(30));
+    await setup(e2e.jsm, version);
+    await publishTasks(e2e.nc, backlog(30));
     const done: Done[] = [];
     running.push(
-      await startWorker({ nc, name: "w", handler: work, log, weights: { high: 6, normal: 3, low: 1 }, onDone: (d) => void done.push(d) }),
+      await startWorker({
+        nc: e2e.nc,
+        name: "w",
+        handler: work,
+        log: e2e.log,
+        weights: { high: 6, normal: 3, low: 1 },
+        onDone: (d) => void done.push(d),
+      }),
     );
     await waitFor("90 tasks", () => done.length === 90);
     const levels = done.map((d) => d.task.level);
@@ -170,9 +185,9 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
       ? "reports native priority groups as available on this server"
       : "reports native priority groups as unavailable on this server and uses subjects per level",
     async () => {
-      const got = await setup(jsm, version);
+      const got = await setup(e2e.jsm, version);
       expect(got).toEqual(nativeSupport(version));
-      const names = await jsm.streams.names().next();
+      const names = await e2e.jsm.streams.names().next();
       expect(names.includes(TIERED_STREAM)).toBe(got.prioritized);
       expect(names.includes(OVERFLOW_STREAM)).toBe(got.overflow);
       expect(names).toContain(STREAM);
@@ -180,8 +195,8 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
   );
 
   it.runIf(native.prioritized)("a tier worker keeps every task in hand alive past ack_wait: slow tasks run once", async () => {
-    await setup(jsm, version);
-    await jsm.consumers.update(TIERED_STREAM, GROUP, { ack_wait: nanos(1_000) });
+    await setup(e2e.jsm, version);
+    await e2e.jsm.consumers.update(TIERED_STREAM, GROUP, { ack_wait: nanos(1_000) });
     const runs = new Map<string, number>();
     const slow = async (t: Task) => {
       runs.set(t.id, (runs.get(t.id) ?? 0) + 1);
@@ -190,17 +205,17 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     const done: Done[] = [];
     running.push(
       await startTierWorker({
-        nc,
+        nc: e2e.nc,
         stream: TIERED_STREAM,
         name: "holder",
         pull: { priority: 0 },
         handler: slow,
-        log,
+        log: e2e.log,
         onDone: (d) => void done.push(d),
       }),
     );
     await sleep(300); // its pull is waiting at the server
-    await publishTasks(nc, tasksAt("normal", 12), { subject: () => "tiered.tasks.render", stream: TIERED_STREAM }); // 1.8 s of work
+    await publishTasks(e2e.nc, tasksAt("normal", 12), { subject: () => "tiered.tasks.render", stream: TIERED_STREAM }); // 1.8 s of work
     await waitFor("12 tasks done", () => new Set(done.map((d) => d.task.id)).size === 12, { timeoutMs: 20_000 });
     await sleep(1_500); // a task handed out again after its ack_wait would run now
     expect([...runs.values()].filter((n) => n > 1)).toEqual([]);
@@ -209,25 +224,33 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
   it.runIf(native.prioritized)(
     "prioritized group (2.12+): the preferred tier gets every task while it pulls; the fallback tier when it stops",
     async () => {
-      const got = await setup(jsm, version);
+      const got = await setup(e2e.jsm, version);
       expect(got.prioritized).toBe(true);
       const done: Done[] = [];
       const onDone = (d: Done) => void done.push(d);
       const preferred = await startTierWorker({
-        nc,
+        nc: e2e.nc,
         stream: TIERED_STREAM,
         name: "preferred",
         pull: { priority: 0 },
         handler: work,
-        log,
+        log: e2e.log,
         onDone,
       });
       running.push(
-        await startTierWorker({ nc, stream: TIERED_STREAM, name: "fallback", pull: { priority: 1 }, handler: work, log, onDone }),
+        await startTierWorker({
+          nc: e2e.nc,
+          stream: TIERED_STREAM,
+          name: "fallback",
+          pull: { priority: 1 },
+          handler: work,
+          log: e2e.log,
+          onDone,
+        }),
       );
       await sleep(300); // both pull requests are waiting at the server
       const publish = (prefix: string, n: number) =>
-        publishTasks(nc, tasksAt("normal", n, prefix), { subject: () => "tiered.tasks.render", stream: TIERED_STREAM });
+        publishTasks(e2e.nc, tasksAt("normal", n, prefix), { subject: () => "tiered.tasks.render", stream: TIERED_STREAM });
       await publish("a", 100);
       await waitFor("100 tasks", () => done.length === 100);
       expect(done.filter((d) => d.worker === "preferred").length).toBe(100);
@@ -244,18 +267,18 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
   it.runIf(native.overflow)(
     "overflow group (2.11+): an overflow worker is served only while the backlog is at or above its min_pending",
     async () => {
-      await setup(jsm, version);
+      await setup(e2e.jsm, version);
       const done: Done[] = [];
       const onDone = (d: Done) => void done.push(d);
       const publish = (prefix: string, n: number) =>
-        publishTasks(nc, tasksAt("normal", n, prefix), { subject: () => "overflow.tasks.render", stream: OVERFLOW_STREAM });
+        publishTasks(e2e.nc, tasksAt("normal", n, prefix), { subject: () => "overflow.tasks.render", stream: OVERFLOW_STREAM });
       const spill = await startTierWorker({
-        nc,
+        nc: e2e.nc,
         stream: OVERFLOW_STREAM,
         name: "overflow",
         pull: { min_pending: 20 },
         handler: work,
-        log,
+        log: e2e.log,
         onDone,
       });
       await publish("a", 10);
@@ -268,7 +291,15 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
       expect(done.length).toBe(6);
       await spill.stop();
       running.push(
-        await startTierWorker({ nc, stream: OVERFLOW_STREAM, name: "regular", pull: { min_pending: 0 }, handler: work, log, onDone }),
+        await startTierWorker({
+          nc: e2e.nc,
+          stream: OVERFLOW_STREAM,
+          name: "regular",
+          pull: { min_pending: 0 },
+          handler: work,
+          log: e2e.log,
+          onDone,
+        }),
       );
       await waitFor("the rest", () => done.length === 25);
       expect(new Set(done.map((d) => d.task.id)).size).toBe(25); // each task once
