@@ -1,8 +1,10 @@
 // The kit's startPulling: the count of jobs asked for (and so the worker's free slots) follows the
-// pulls the server holds, across a server restart too.
-import { AckPolicy } from "@nats-io/jetstream";
+// pulls the server holds, across a server restart too. And pullIntoSlots on it: never more in hand
+// than its slots, each kept alive past ack_wait, and at a stop deadline only what is held handed back.
+import { AckPolicy, jetstream } from "@nats-io/jetstream";
+import { nanos } from "@nats-io/transport-node";
 import { serverForTests, sleep, waitFor } from "@repo/harness";
-import { startPulling } from "@repo/kit";
+import { type Delivery, type Hand, pullIntoSlots, type SlotsOptions, startPulling } from "@repo/kit";
 import { beforeAll, describe, expect, it } from "vitest";
 
 const e2e = serverForTests({ reconnect: true });
@@ -38,6 +40,83 @@ describe(`the kit's startPulling on nats-server ${process.env.NATS_SERVER_VERSIO
       expect(puller.asked).toBe(0);
     } finally {
       await puller.close();
+    }
+  });
+});
+
+describe(`the kit's pullIntoSlots on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
+  // A beat every 300 ms: well inside the shortest ack_wait below (1 s).
+  const slots = (handle: SlotsOptions["handle"], concurrency: number) =>
+    pullIntoSlots(e2e.nc, {
+      stream: "SLOTS",
+      consumer: "c",
+      concurrency,
+      beatEveryMs: 300,
+      handle,
+      log: e2e.log,
+      who: { test: "slots" },
+      refused: () => undefined,
+    });
+  const fresh = async (ackWaitMs: number, n: number) => {
+    await e2e.jsm.streams.delete("SLOTS").catch(() => {});
+    await e2e.jsm.streams.add({ name: "SLOTS", subjects: ["slots.>"] });
+    await e2e.jsm.consumers.add("SLOTS", { durable_name: "c", ack_policy: AckPolicy.Explicit, ack_wait: nanos(ackWaitMs) });
+    for (let i = 0; i < n; i++) await jetstream(e2e.nc).publish("slots.x", String(i));
+  };
+
+  it("holds at most its slots and keeps each alive: 12 handlers of 1.5 s past a 1 s ack_wait, 4 at once, each once", async () => {
+    await fresh(1_000, 12);
+    const handled: number[] = [];
+    let now = 0;
+    let most = 0;
+    const s = slots(async (m, hand) => {
+      now++;
+      most = Math.max(most, now);
+      await hand.holding(() => sleep(1_500));
+      now--;
+      handled.push(m.seq);
+      m.ack();
+    }, 4);
+    try {
+      await waitFor("12 handled", () => handled.length === 12, { timeoutMs: 20_000 });
+    } finally {
+      await s.stop();
+    }
+    expect(most).toBe(4);
+    expect(handled.sort((a, b) => a - b)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    const ci = await e2e.jsm.consumers.info("SLOTS", "c");
+    expect({ redelivered: ci.num_redelivered, pending: ci.num_ack_pending }).toEqual({ redelivered: 0, pending: 0 });
+  });
+
+  it("hands back at its stop deadline only what a handler holds: another takes it at once, its end decided stays", async () => {
+    await fresh(30_000, 2); // an ack_wait far past the test: what comes back came back by the nak
+    let release: () => void = () => {};
+    const released = new Promise<void>((r) => (release = r));
+    const held = new Set<number>();
+    const first = slots(async (m: Delivery, hand: Hand) => {
+      held.add(m.seq);
+      // seq 1: its handler holds it; seq 2: its end is decided (say, a dead letter on its way).
+      if (m.seq === 1) await hand.holding(() => released);
+      else await released;
+      m.ack();
+    }, 2);
+    await waitFor("both in hand", () => held.size === 2);
+    await first.stop(300);
+    const second: { seq: number; delivery: number }[] = [];
+    const other = slots(async (m) => {
+      second.push({ seq: m.seq, delivery: m.deliveryCount });
+      m.ack();
+    }, 2);
+    try {
+      await waitFor("the held one taken by the other", () => second.length === 1, { timeoutMs: 5_000 });
+      release();
+      await sleep(1_500);
+      expect(second).toEqual([{ seq: 1, delivery: 2 }]);
+      expect((await e2e.jsm.streams.info("SLOTS")).state.messages).toBe(2); // limits retention: acks keep them
+      expect((await e2e.jsm.consumers.info("SLOTS", "c")).num_ack_pending).toBe(0);
+    } finally {
+      release();
+      await other.stop();
     }
   });
 });

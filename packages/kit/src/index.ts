@@ -31,7 +31,17 @@ export {
   seqAtEnd,
   type Tally,
 } from "./publisher.js";
-export { ackInfo, Delivery, type Puller, type PullerOptions, startPulling } from "./pulling.js";
+export {
+  ackInfo,
+  Delivery,
+  type Hand,
+  type Puller,
+  type PullerOptions,
+  pullIntoSlots,
+  type Slots,
+  type SlotsOptions,
+  startPulling,
+} from "./pulling.js";
 export { nextStored, storedMessages } from "./read.js";
 export { type PullOptions, pull, pullRefusals, type Serving, sentTogether, terminate } from "./serve.js";
 export { type Running, runService, stopWithin } from "./service.js";

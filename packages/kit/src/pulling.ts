@@ -1,10 +1,14 @@
 // Pulls for a worker that handles many messages at once (work-queue's workers): one long-lived inbox
-// per worker, and a pull request to it whenever the worker has free slots. nats.js's fetch() opens and closes a subscription per pull (with its own timers); its
-// consume() refills as messages arrive rather than as they are handled, so jobs would wait in a client
-// buffer while their ack_wait runs. This asks the server for exactly as many jobs as there are free
-// slots, on one subscription.
-import { type Msg, type MsgHdrs, type NatsConnection, nanos } from "@nats-io/transport-node";
+// per worker, and a pull request to it whenever the worker has free slots (startPulling), and the
+// loop around it (pullIntoSlots): slots, a heartbeat for what is in hand, a stop with a deadline.
+// nats.js's fetch() opens and closes a subscription per pull (with its own timers); its consume()
+// refills as messages arrive rather than as they are handled, so jobs would wait in a client buffer
+// while their ack_wait runs. This asks the server for exactly as many jobs as there are free slots,
+// on one subscription.
+import { delay, type Msg, type MsgHdrs, type NatsConnection, nanos } from "@nats-io/transport-node";
 import { inboxFor } from "./connect.js";
+import { explain, type Refusal } from "./errors.js";
+import type { Logger } from "./log.js";
 
 const ACK = Uint8Array.of(43, 65, 67, 75); // +ACK
 const NAK = Uint8Array.of(45, 78, 65, 75); // -NAK
@@ -205,6 +209,163 @@ export function startPulling(nc: NatsConnection, o: PullerOptions): Puller {
         if (!nc.isClosed()) sub.unsubscribe();
       })();
       return closing;
+    },
+  };
+}
+
+export interface SlotsOptions {
+  stream: string;
+  consumer: string;
+  /** Messages handled at once. */
+  concurrency: number;
+  /** Every message in hand for this long gets working() (a third of the consumer's ack_wait). */
+  beatEveryMs: number;
+  /**
+   * Handles a message and answers it (ack, nak, term); a throw is logged and the message comes back
+   * after ack_wait. The message is kept alive (working()) for as long as this runs; what runs inside
+   * `hand.holding()` (the user's handler) is what a stop deadline hands back.
+   */
+  handle: (d: Delivery, hand: Hand) => Promise<void>;
+  log: Logger;
+  who: Record<string, string>;
+  /** The server's refusal to let this connection pull (pullRefusals): the loop then ends with one line. */
+  refused: () => Refusal | undefined;
+}
+
+export interface Hand {
+  /**
+   * Runs `work` with the message counted as held: a stop whose deadline passes while it runs hands
+   * the message back (nak) for another to take at once. Outside it (the message's end decided: an
+   * ack, a dead letter on its way) a message is never handed back.
+   */
+  holding<T>(work: () => Promise<T>): Promise<T>;
+}
+
+export interface Slots {
+  /**
+   * Stops pulling and finishes the messages in hand (within about a second when idle). After
+   * `deadlineMs` (default: no deadline) the ones still in hand are nak'ed, so they come back at once.
+   */
+  stop(deadlineMs?: number): Promise<void>;
+}
+
+/**
+ * Handles up to `concurrency` messages at once, pulling only for free slots: a pull asks for as many
+ * messages as there are slots neither busy nor already asked for, so none waits in a client buffer
+ * while its ack_wait runs out (a buffered one would be redelivered elsewhere and handled twice). Pulls
+ * overlap, so freed slots are refilled at once. One timer tells the server we are alive on every
+ * message in hand for a while, so a long handler's ack_wait does not run out.
+ */
+export function pullIntoSlots(nc: NatsConnection, o: SlotsOptions): Slots {
+  const { concurrency, log, who } = o;
+  let stopping = false;
+  // A slot each (slots are reused, so a message in hand costs no map entry), since when, and whether
+  // a stop deadline may hand it back (while its holding() runs).
+  const inHand: (Delivery | undefined)[] = [];
+  const since: number[] = [];
+  const held: boolean[] = [];
+  const freeSlots: number[] = [];
+  const heartbeat = setInterval(() => {
+    const before = Date.now() - o.beatEveryMs;
+    for (let i = 0; i < inHand.length; i++) if (inHand[i] && since[i]! <= before) inHand[i]!.working();
+  }, o.beatEveryMs);
+  // Wait until half the slots are free rather than pulling a few at a time: fewer, larger pulls.
+  const refill = Math.max(1, Math.floor(concurrency / 2));
+  let busy = 0;
+  let wake: (() => void) | undefined;
+  const changed = () => {
+    wake?.();
+    wake = undefined;
+  };
+  // Wakes the loop only when it has something to do (not once per message): enough free slots for a
+  // pull, or, when stopping, the last one done.
+  const freed = () => {
+    if (stopping ? busy === 0 : concurrency - busy - puller.asked >= refill) changed();
+  };
+  const run = async (m: Delivery) => {
+    const slot = freeSlots.pop() ?? inHand.length;
+    inHand[slot] = m;
+    since[slot] = Date.now();
+    const hand: Hand = {
+      async holding(work) {
+        held[slot] = true;
+        try {
+          return await work();
+        } finally {
+          held[slot] = false;
+        }
+      },
+    };
+    try {
+      if (stopping)
+        m.nak(); // arrived as we stopped: straight back
+      else await o.handle(m, hand);
+    } catch (err) {
+      // Only an unexpected client error lands here; the message comes back after ack_wait.
+      log.error({ ...who, seq: m.seq, err: String(err) }, "message left for redelivery");
+    } finally {
+      inHand[slot] = undefined;
+      held[slot] = false;
+      freeSlots.push(slot);
+    }
+  };
+  const puller = startPulling(nc, {
+    stream: o.stream,
+    consumer: o.consumer,
+    expiresMs: 1_000,
+    onJob: (m) => {
+      busy++;
+      void run(m).finally(() => {
+        busy--;
+        freed();
+      });
+    },
+    onChange: freed,
+    onTick: () => {
+      // A user not permitted to pull: the server only says so as a connection status. Stop, with one line.
+      const refused = o.refused();
+      if (refused && !stopping) {
+        stopping = true;
+        log.error(who, explain(refused));
+        changed();
+      }
+    },
+    onStray: (subject) => log.warn({ ...who, subject }, "a message on the pull inbox that is not a delivery of ours: ignored"),
+    onStatus: (code, description) => log.debug({ ...who, code, description }, "pulls ended by the server; pulling again"),
+  });
+  void nc.closed().then(changed); // a closed connection ends the loop below
+  const done = (async () => {
+    while (!stopping && !nc.isClosed() && !nc.isDraining()) {
+      const free = concurrency - busy - puller.asked;
+      if (free < refill) {
+        await new Promise<void>((r) => (wake = r));
+        continue;
+      }
+      puller.ask(free);
+    }
+    await puller.close();
+    while (busy > 0) await new Promise<void>((r) => (wake = r));
+    clearInterval(heartbeat);
+    if (nc.isClosed()) log.warn(who, "connection closed; stopped");
+  })();
+
+  return {
+    async stop(deadlineMs = Number.POSITIVE_INFINITY) {
+      stopping = true;
+      changed();
+      if (deadlineMs === Number.POSITIVE_INFINITY) return done;
+      const timer = delay(deadlineMs);
+      const finished = await Promise.race([done.then(() => true), timer.then(() => false)]);
+      timer.cancel();
+      if (finished) return;
+      // Past the deadline: what is still held (its handler running) goes back now (a nak), for another to take at once
+      // rather than after its ack_wait. Its handlers may have done part of the work. Our own pulls end
+      // first (they expire within a second): a nak'ed message must not come back to us.
+      await puller.close();
+      const handedBack = inHand.filter((m, i): m is Delivery => m !== undefined && held[i] === true);
+      for (const m of handedBack) m.nak();
+      log.warn({ ...who, handed_back: handedBack.length }, "stop deadline passed: the messages in hand went back to the queue");
+      clearInterval(heartbeat);
     },
   };
 }
