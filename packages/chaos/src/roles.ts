@@ -16,7 +16,8 @@ import { startSubscriber } from "@patterns/fanout/consumer";
 import type { Retention } from "@patterns/fanout/setup";
 import { replay } from "@patterns/ordered-replay/replayer";
 import { POSITIONS_BUCKET } from "@patterns/ordered-replay/setup";
-import { openStatus } from "@patterns/work-queue/status";
+import { openStatus } from "@patterns/work-queue/status/status";
+import { withStatus } from "@patterns/work-queue/status/tracked";
 import { startWorker } from "@patterns/work-queue/worker";
 import { pino } from "pino";
 import type { Line } from "./pool.js";
@@ -68,12 +69,14 @@ const workQueueWorker: Role = async (o, connection, out) => {
       log: silent,
       retry,
       concurrency: 2,
-      status: await openStatus(nc),
-      handler: async (job) => {
-        await new Promise((r) => setTimeout(r, 20)); // long enough for a fault to land mid-job
-        if (job.task === "poison") throw new Error("poison job");
-        out({ ran: job.id });
-      },
+      handler: withStatus(
+        async (job) => {
+          await new Promise((r) => setTimeout(r, 20)); // long enough for a fault to land mid-job
+          if (job.task === "poison") throw new Error("poison job");
+          out({ ran: job.id });
+        },
+        { store: await openStatus(nc), nc, log: silent },
+      ),
     });
     return { nc, stop: () => worker.stop() };
   };

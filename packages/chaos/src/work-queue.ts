@@ -10,7 +10,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { type DeadLetterMover, startDeadLetterMover } from "@patterns/work-queue/dead-letter";
 import { encodeJob, type Outgoing, publishJobs } from "@patterns/work-queue/producer";
 import { CONSUMER, DLQ_STREAM, type RetryPolicy, STREAM, setup } from "@patterns/work-queue/setup";
-import { type StatusStore, setupStatus } from "@patterns/work-queue/status";
+import { type StatusStore, setupStatus } from "@patterns/work-queue/status/status";
 import { sleep } from "@repo/harness";
 import { storedMessages } from "@repo/kit";
 import fc from "fast-check";

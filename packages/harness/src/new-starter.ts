@@ -70,12 +70,15 @@ const deps = Object.fromEntries(
 );
 const devDeps = Object.fromEntries(["@types/node", "tsx", "typescript", "vitest"].map((d) => [d, installed(d)]));
 
-/** Copies the .ts files of `src` to `to`, with imports of the kit pointed at `kitPath`. */
+/** Copies the .ts files of `src` and its folders to `to`, with imports of the kit pointed at `kitPath`. */
 function copySources(src: string, to: string, kitPath: string) {
   mkdirSync(to, { recursive: true });
-  for (const file of readdirSync(src).filter((f) => f.endsWith(".ts"))) {
-    const text = readFileSync(join(src, file), "utf8").replaceAll('from "@repo/kit"', `from "${kitPath}"`);
-    writeFileSync(join(to, file), text);
+  for (const entry of readdirSync(src, { withFileTypes: true })) {
+    if (entry.isDirectory()) copySources(join(src, entry.name), join(to, entry.name), `../${kitPath.replace(/^\.\//, "")}`);
+    else if (entry.name.endsWith(".ts")) {
+      const text = readFileSync(join(src, entry.name), "utf8").replaceAll('from "@repo/kit"', `from "${kitPath}"`);
+      writeFileSync(join(to, entry.name), text);
+    }
   }
 }
 mkdirSync(join(dir, "test"), { recursive: true });
@@ -297,4 +300,9 @@ in whole: it is yours to change now.
 
 ${readme}`,
 );
+// The READMEs of src's folders (work-queue's status and operator tools) come along, read the same way.
+for (const sub of readdirSync(join(from, "src"), { withFileTypes: true }).filter((e) => e.isDirectory())) {
+  const doc = join(from, "src", sub.name, "README.md");
+  if (existsSync(doc)) writeFileSync(join(dir, "src", sub.name, "README.md"), forStarter(readFileSync(doc, "utf8")));
+}
 process.stdout.write(`wrote ${name} to ${dir}\nnext: cd ${dir} && npm install && NATS_URL=nats://127.0.0.1:4222 npm test\n`);

@@ -498,12 +498,14 @@ describe("pnpm run new", () => {
         start: "exec node dist/service.js", // compiled, and npm's own child: it gets npm's SIGTERM
         dev: "tsx src/service.ts",
         demo: "tsx src/main.ts",
-        dlq: "tsx src/dlq.ts",
+        dlq: "tsx src/ops/dlq.ts",
         test: expect.stringContaining("vitest run"),
       });
       for (const f of [
         "src/main.ts",
         "src/worker.ts",
+        "src/status/tracked.ts",
+        "src/ops/dlq.ts",
         "src/kit/index.ts",
         "src/kit/connect.ts",
         "src/kit/publisher.ts",
@@ -513,13 +515,14 @@ describe("pnpm run new", () => {
       ])
         expect(existsSync(join(dir, "wq", f)), f).toBe(true);
       // Standalone: the kit is inlined and nothing imports the workspace package any more.
-      const sources = ["src", "src/kit"].flatMap((d) =>
+      const sources = ["src", "src/status", "src/ops", "src/kit"].flatMap((d) =>
         readdirSync(join(dir, "wq", d))
           .filter((f) => f.endsWith(".ts"))
           .map((f) => join(d, f)),
       );
       for (const f of sources) expect(readFileSync(join(dir, "wq", f), "utf8"), f).not.toMatch(/from "@repo\//);
       expect(readFileSync(join(dir, "wq/src/main.ts"), "utf8")).toMatch(/from "\.\/kit\/index\.js"/);
+      expect(readFileSync(join(dir, "wq/src/ops/dlq.ts"), "utf8")).toMatch(/from "\.\.\/kit\/index\.js"/);
     },
   );
 
@@ -528,7 +531,14 @@ describe("pnpm run new", () => {
     const to = join(dir, `alone-${name}`);
     const r = await runNew([name, to]);
     expect(r.code, r.stderr).toBe(0);
-    const readme = readFileSync(join(to, "README.md"), "utf8").replace(/^<!--.*-->$/m, "");
+    // Its README, and those of src's folders (work-queue's status and operator tools).
+    const docs = ["README.md", ...readdirSync(join(to, "src")).map((d) => join("src", d, "README.md"))].filter((f) =>
+      existsSync(join(to, f)),
+    );
+    const readme = docs
+      .map((f) => readFileSync(join(to, f), "utf8"))
+      .join("\n")
+      .replace(/^<!--.*-->$/m, "");
     expect(readme).not.toMatch(/(?<!jetstream-patterns' `)\bpnpm\b/); // its scripts run with npm
     expect(readme).not.toMatch(/packages\/|patterns\/|@repo\//);
     const scripts = Object.keys(JSON.parse(readFileSync(join(to, "package.json"), "utf8")).scripts);

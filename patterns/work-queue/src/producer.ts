@@ -2,8 +2,8 @@
 // same job within the stream's duplicate_window is stored once.
 import type { NatsConnection } from "@nats-io/transport-node";
 import { connectFromEnv, intOption, isEntry, type PublishResult, publishBatch, runMain, type Tally, UserError } from "@repo/kit";
+import { badJob, type Job } from "./job.js";
 import { STREAM, SUBJECT_PREFIX } from "./setup.js";
-import { badJob, type Job } from "./worker.js";
 
 export interface Outgoing {
   /** The msg id: the job's id for well-formed jobs. */

@@ -11,7 +11,8 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { intOption, isEntry, runService } from "@repo/kit";
 import { CONSUMER, STREAM, setup } from "./setup.js";
-import { setupStatus } from "./status.js";
+import { setupStatus } from "./status/status.js";
+import { withStatus } from "./status/tracked.js";
 import { type Handler, startWorker } from "./worker.js";
 
 /** Your job handler. This one stands in for real work: it waits `input.ms` (if given) and says so. */
@@ -31,10 +32,9 @@ if (isEntry(import.meta.url)) {
     const worker = await startWorker({
       nc,
       name,
-      handler: handleJob,
+      handler: status ? withStatus(handleJob, { store: status, nc, log }) : handleJob,
       log,
       concurrency,
-      status,
       onOutcome: (o) => log.info({ id: o.job?.id, seq: o.ctx.seq, delivery: o.ctx.delivery, outcome: o.kind }, o.kind),
     });
     log.info({ worker: name, concurrency, stream: STREAM, consumer: CONSUMER }, "worker started");

@@ -3,7 +3,7 @@
 import { fc, test } from "@fast-check/vitest";
 import { parseSent } from "@repo/harness";
 import { expect } from "vitest";
-import { parseJob } from "../src/worker.js";
+import { parseJob } from "../src/job.js";
 
 const field = fc.oneof(
   fc.string(),

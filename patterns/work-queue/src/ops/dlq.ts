@@ -10,9 +10,9 @@ import { parseArgs } from "node:util";
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager, type StoredMsg } from "@nats-io/jetstream";
 import { headers } from "@nats-io/transport-node";
 import { connectFromEnv, isEntry, isNotFound, runMain, storedMessages, UserError } from "@repo/kit";
-import { DlqHeaders } from "./dead-letter.js";
-import { DLQ_PREFIX, DLQ_STREAM, STREAM, SUBJECT_PREFIX } from "./setup.js";
-import { openStatusIfAny, requeuedStatus, type StatusStore } from "./status.js";
+import { DlqHeaders } from "../dead-letter.js";
+import { DLQ_PREFIX, DLQ_STREAM, STREAM, SUBJECT_PREFIX } from "../setup.js";
+import { openStatusIfAny, requeuedStatus, type StatusStore } from "../status/status.js";
 
 export interface DeadLetterInfo {
   seq: number;

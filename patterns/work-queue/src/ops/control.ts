@@ -4,7 +4,7 @@
 // a starter. Without minutes a pause lasts until resumed (in practice: a year).
 import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { connectFromEnv, intOption, isEntry, runMain, UserError, versionAtLeast } from "@repo/kit";
-import { CONSUMER, STREAM } from "./setup.js";
+import { CONSUMER, STREAM } from "../setup.js";
 
 const YEAR_MS = 365 * 24 * 3_600_000;
 
