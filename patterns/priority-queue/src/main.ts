@@ -5,8 +5,9 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { delay, type NatsConnection } from "@nats-io/transport-node";
 import { connectFromEnv, demoOptions, type Logger, logSummary, runMain } from "@repo/kit";
 import { publishTasks, tasksAt } from "./producer.js";
-import { LEVELS, OVERFLOW_STREAM, setup, TIERED_STREAM } from "./setup.js";
-import { type Done, outOfPriority, type Stoppable, startTierWorker, startWorker, takenOrder } from "./worker.js";
+import { overflow, tiers } from "./scenarios.js";
+import { LEVELS, setup } from "./setup.js";
+import { type Done, outOfPriority, type Stoppable, startWorker, takenOrder } from "./worker.js";
 
 const usage = `usage: pnpm run pattern priority-queue [--tasks N] [--workers N] [--json]
   --tasks N     tasks per level in the backlog (default 40)
@@ -19,80 +20,32 @@ async function until(check: () => boolean, ms = 30_000) {
   while (!check() && Date.now() < deadline) await delay(20);
 }
 
-/** Native priority groups: preferred and fallback tiers (prioritized), and overflow workers. */
+/** Native priority groups (src/scenarios.ts, the tests' scenarios too): tiers, then overflow. */
 async function nativeGroups(nc: NatsConnection, log: Logger, run: string, native: { prioritized: boolean; overflow: boolean }) {
   const result: Record<string, number> = {};
   if (native.prioritized) {
-    const done: Done[] = [];
-    const onDone = (d: Done) => void done.push(d);
-    const preferred = await startTierWorker({
-      nc,
-      stream: TIERED_STREAM,
-      name: "preferred",
-      pull: { priority: 0 },
-      handler: work,
-      log,
-      onDone,
-    });
-    const fallback = await startTierWorker({
-      nc,
-      stream: TIERED_STREAM,
-      name: "fallback",
-      pull: { priority: 1 },
-      handler: work,
-      log,
-      onDone,
-    });
-    await delay(200);
-    const publish = (prefix: string, n: number) =>
-      publishTasks(nc, tasksAt("normal", n, `${run}-${prefix}`), { subject: () => "tiered.tasks.render", stream: TIERED_STREAM });
-    await publish("tier-a", 100);
-    await until(() => done.length === 100);
-    const count = (w: string) => done.filter((d) => d.worker === w).length;
+    log.info("prioritized group: a preferred and a fallback tier pull; 100 tasks, then the preferred tier stops and 50 more");
+    const { whileBoth, afterStop } = await tiers(nc, log, `${run}-tier-`, 100, 50);
+    const by = (done: Done[], w: string) => done.filter((d) => d.worker === w).length;
     log.info(
-      { preferred: count("preferred"), fallback: count("fallback") },
+      { preferred: by(whileBoth, "preferred"), fallback: by(whileBoth, "fallback") },
       "prioritized group: both tiers pulling, the preferred tier gets the tasks",
     );
-    await preferred.stop();
-    await publish("tier-b", 50);
-    await until(() => done.length === 150);
-    log.info({ preferred: count("preferred"), fallback: count("fallback") }, "preferred tier stopped: the fallback tier takes over");
-    await fallback.stop();
-    Object.assign(result, { preferred: count("preferred"), fallback: count("fallback") });
+    log.info(
+      { preferred: by(afterStop, "preferred"), fallback: by(afterStop, "fallback") },
+      "preferred tier stopped: the fallback tier takes over",
+    );
+    const all = [...whileBoth, ...afterStop];
+    Object.assign(result, { preferred: by(all, "preferred"), fallback: by(all, "fallback") });
   }
   if (native.overflow) {
-    const done: Done[] = [];
-    const onDone = (d: Done) => void done.push(d);
-    const publish = (prefix: string, n: number) =>
-      publishTasks(nc, tasksAt("normal", n, `${run}-${prefix}`), { subject: () => "overflow.tasks.render", stream: OVERFLOW_STREAM });
-    const spill = await startTierWorker({
-      nc,
-      stream: OVERFLOW_STREAM,
-      name: "overflow",
-      pull: { min_pending: 20 },
-      handler: work,
-      log,
-      onDone,
-    });
-    await publish("ov-a", 10);
-    await delay(500);
-    log.info({ backlog: 10, overflow_got: done.length }, "overflow worker (min_pending 20): a small backlog is left alone");
-    await publish("ov-b", 15);
-    await until(() => done.length >= 5);
-    await delay(300);
-    log.info({ backlog: 25, overflow_got: done.length }, "backlog above 20: the overflow worker takes the excess");
-    await spill.stop();
-    const regular = await startTierWorker({
-      nc,
-      stream: OVERFLOW_STREAM,
-      name: "regular",
-      pull: { min_pending: 0 },
-      handler: work,
-      log,
-      onDone,
-    });
-    await until(() => done.length === 25);
-    await regular.stop();
+    log.info("overflow group: a worker with min_pending 20, a backlog of 10, then 15 more, then a regular worker");
+    const { ofTen, ofTwentyFive, done } = await overflow(nc, log, `${run}-ov-`);
+    log.info({ backlog: 10, overflow_got: ofTen }, "overflow worker (min_pending 20): a small backlog is left alone");
+    log.info(
+      { backlog: 25, overflow_got: ofTwentyFive },
+      "backlog above 20: the overflow worker takes the excess; a regular worker the rest",
+    );
     Object.assign(result, { overflow: done.filter((d) => d.worker === "overflow").length });
   }
   return result;

@@ -1,24 +1,26 @@
 import { jetstream } from "@nats-io/jetstream";
-import { connect, nanos } from "@nats-io/transport-node";
+import { nanos } from "@nats-io/transport-node";
 import { serverForTests, sleep, waitFor } from "@repo/harness";
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { publishTasks, type Task, tasksAt } from "../src/producer.js";
+import { overflow, tiers } from "../src/scenarios.js";
 import { consumerFor, GROUP, LEVELS, nativeSupport, OVERFLOW_STREAM, STREAM, setup, TIERED_STREAM } from "../src/setup.js";
-import { type Done, outOfPriority, type Stoppable, startTierWorker, startWorker, takenOrder } from "../src/worker.js";
+import { type Done, outOfPriority, startTierWorker, startWorker, takenOrder } from "../src/worker.js";
 
 const e2e = serverForTests();
 let version: string;
-const running: Stoppable[] = [];
 
 beforeAll(async () => {
   version = e2e.nc.info!.version;
 });
 
 beforeEach(async () => {
-  await Promise.all(running.splice(0).map((w) => w.stop()));
   for (const s of [STREAM, TIERED_STREAM, OVERFLOW_STREAM]) await e2e.jsm.streams.delete(s).catch(() => {});
 });
 
+/** A worker on a connection of its own, as a separate process would have; its tasks go to `done`. */
+const ownWorker = async (name: string, handler: (t: Task) => Promise<void>, done: Done[]) =>
+  e2e.stopAfter(await startWorker({ nc: await e2e.connect(), name, handler, log: e2e.log, onDone: (d) => void done.push(d) }));
 const backlog = (n: number): Task[] => [...tasksAt("low", n), ...tasksAt("normal", n), ...tasksAt("high", n)];
 const work = async () => void (await sleep(1));
 const stored = async (stream: string) => (await e2e.jsm.streams.info(stream)).state.messages;
@@ -28,7 +30,7 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     await setup(e2e.jsm, version);
     await publishTasks(e2e.nc, backlog(30)); // published low first
     const done: Done[] = [];
-    running.push(await startWorker({ nc: e2e.nc, name: "w", handler: work, log: e2e.log, onDone: (d) => void done.push(d) }));
+    e2e.stopAfter(await startWorker({ nc: e2e.nc, name: "w", handler: work, log: e2e.log, onDone: (d) => void done.push(d) }));
     await waitFor("90 tasks", () => done.length === 90);
     expect(done.map((d) => d.task.level)).toEqual([...Array(30).fill("high"), ...Array(30).fill("normal"), ...Array(30).fill("low")]);
     expect(new Set(done.map((d) => d.task.id)).size).toBe(90);
@@ -39,16 +41,7 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     await setup(e2e.jsm, version);
     await publishTasks(e2e.nc, backlog(40));
     const done: Done[] = [];
-    for (const name of ["a", "b", "c"])
-      running.push(
-        await startWorker({
-          nc: await connect({ servers: e2e.server.url }),
-          name,
-          handler: work,
-          log: e2e.log,
-          onDone: (d) => void done.push(d),
-        }),
-      );
+    for (const name of ["a", "b", "c"]) await ownWorker(name, work, done);
     await waitFor("120 tasks", () => done.length === 120);
     expect(outOfPriority(takenOrder(done))).toBe(0);
     expect(new Set(done.map((d) => d.worker)).size).toBeGreaterThan(1);
@@ -64,16 +57,7 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
       await sleep(150);
     };
     const done: Done[] = [];
-    for (const name of ["holder", "other"])
-      running.push(
-        await startWorker({
-          nc: await connect({ servers: e2e.server.url }),
-          name,
-          handler: slow,
-          log: e2e.log,
-          onDone: (d) => void done.push(d),
-        }),
-      );
+    for (const name of ["holder", "other"]) await ownWorker(name, slow, done);
     await publishTasks(e2e.nc, tasksAt("normal", 12)); // 1.8 s of work; one pull can take all 12
     await waitFor("12 tasks done", () => new Set(done.map((d) => d.task.id)).size === 12, { timeoutMs: 20_000 });
     await sleep(1_500); // a task handed out again after its ack_wait would run now
@@ -88,27 +72,19 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     const onEscape = (err: unknown) => void escaped.push(err);
     process.on("uncaughtException", onEscape);
     try {
-      const dying = await connect({ servers: e2e.server.url });
+      const dying = await e2e.connect();
       const done: Done[] = [];
       let started = 0;
       const slow = async () => {
         started++;
         await sleep(100);
       };
-      running.push(await startWorker({ nc: dying, name: "dying", handler: slow, log: e2e.log, onDone: (d) => void done.push(d) }));
+      e2e.stopAfter(await startWorker({ nc: dying, name: "dying", handler: slow, log: e2e.log, onDone: (d) => void done.push(d) }));
       await publishTasks(e2e.nc, tasksAt("normal", 12)); // one pull takes them all
       await waitFor("the dying worker is under way", () => started === 2);
       await dying.close();
       await sleep(800); // its heartbeat ticks (every ack_wait / 3) with the hand it holds
-      running.push(
-        await startWorker({
-          nc: await connect({ servers: e2e.server.url }),
-          name: "other",
-          handler: work,
-          log: e2e.log,
-          onDone: (d) => void done.push(d),
-        }),
-      );
+      await ownWorker("other", work, done);
       await waitFor("12 tasks done", () => new Set(done.map((d) => d.task.id)).size === 12, { timeoutMs: 20_000 });
       expect(escaped.map(String)).toEqual([]);
     } finally {
@@ -123,7 +99,7 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     await js.publish("tasks.high", JSON.stringify({ id: "no-level" }));
     await publishTasks(e2e.nc, [...tasksAt("high", 3), ...tasksAt("low", 3)]);
     const done: Done[] = [];
-    running.push(await startWorker({ nc: e2e.nc, name: "w", handler: work, log: e2e.log, onDone: (d) => void done.push(d) }));
+    e2e.stopAfter(await startWorker({ nc: e2e.nc, name: "w", handler: work, log: e2e.log, onDone: (d) => void done.push(d) }));
     await waitFor("the 6 valid tasks", () => done.length === 6);
     await waitFor("the stream empty: the malformed ones are gone too", async () => (await stored(STREAM)) === 0);
     await sleep(300); // a redelivered malformed task or a second delivery would show up now
@@ -135,7 +111,7 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     await setup(e2e.jsm, version);
     await publishTasks(e2e.nc, tasksAt("low", 50));
     const done: Done[] = [];
-    running.push(
+    e2e.stopAfter(
       await startWorker({
         nc: e2e.nc,
         name: "w",
@@ -157,7 +133,7 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     await setup(e2e.jsm, version);
     await publishTasks(e2e.nc, backlog(30));
     const done: Done[] = [];
-    running.push(
+    e2e.stopAfter(
       await startWorker({
         nc: e2e.nc,
         name: "w",
@@ -203,7 +179,7 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
       await sleep(150);
     };
     const done: Done[] = [];
-    running.push(
+    e2e.stopAfter(
       await startTierWorker({
         nc: e2e.nc,
         stream: TIERED_STREAM,
@@ -226,39 +202,11 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     async () => {
       const got = await setup(e2e.jsm, version);
       expect(got.prioritized).toBe(true);
-      const done: Done[] = [];
-      const onDone = (d: Done) => void done.push(d);
-      const preferred = await startTierWorker({
-        nc: e2e.nc,
-        stream: TIERED_STREAM,
-        name: "preferred",
-        pull: { priority: 0 },
-        handler: work,
-        log: e2e.log,
-        onDone,
-      });
-      running.push(
-        await startTierWorker({
-          nc: e2e.nc,
-          stream: TIERED_STREAM,
-          name: "fallback",
-          pull: { priority: 1 },
-          handler: work,
-          log: e2e.log,
-          onDone,
-        }),
-      );
-      await sleep(300); // both pull requests are waiting at the server
-      const publish = (prefix: string, n: number) =>
-        publishTasks(e2e.nc, tasksAt("normal", n, prefix), { subject: () => "tiered.tasks.render", stream: TIERED_STREAM });
-      await publish("a", 100);
-      await waitFor("100 tasks", () => done.length === 100);
-      expect(done.filter((d) => d.worker === "preferred").length).toBe(100);
-      await preferred.stop();
-      await publish("b", 40);
-      await waitFor("140 tasks", () => done.length === 140);
-      expect(done.slice(100).every((d) => d.worker === "fallback")).toBe(true);
-      expect(new Set(done.map((d) => d.task.id)).size).toBe(140); // each task once
+      const { whileBoth, afterStop } = await tiers(e2e.nc, e2e.log, "", 100, 40);
+      expect(whileBoth.filter((d) => d.worker === "preferred").length).toBe(100);
+      expect(afterStop.length).toBe(40);
+      expect(afterStop.every((d) => d.worker === "fallback")).toBe(true);
+      expect(new Set([...whileBoth, ...afterStop].map((d) => d.task.id)).size).toBe(140); // each task once
       // Acks are not confirmed: the last one may still be on its way when its task is counted.
       await waitFor("the stream empty: every ack applied", async () => (await stored(TIERED_STREAM)) === 0);
     },
@@ -268,40 +216,11 @@ describe(`priority-queue on nats-server ${process.env.NATS_SERVER_VERSION ?? "ne
     "overflow group (2.11+): an overflow worker is served only while the backlog is at or above its min_pending",
     async () => {
       await setup(e2e.jsm, version);
-      const done: Done[] = [];
-      const onDone = (d: Done) => void done.push(d);
-      const publish = (prefix: string, n: number) =>
-        publishTasks(e2e.nc, tasksAt("normal", n, prefix), { subject: () => "overflow.tasks.render", stream: OVERFLOW_STREAM });
-      const spill = await startTierWorker({
-        nc: e2e.nc,
-        stream: OVERFLOW_STREAM,
-        name: "overflow",
-        pull: { min_pending: 20 },
-        handler: work,
-        log: e2e.log,
-        onDone,
-      });
-      await publish("a", 10);
-      await sleep(500);
-      expect(done.length).toBe(0); // a backlog of 10 is left alone
-      await publish("b", 15);
-      await waitFor("the overflow worker takes the excess", () => done.length > 0);
-      await sleep(500);
+      const { ofTen, ofTwentyFive, done } = await overflow(e2e.nc, e2e.log, "");
+      expect(ofTen).toBe(0); // a backlog of 10 is left alone
       // Served while pending >= 20: at 25, 24, 23, 22, 21, 20 — six tasks, then it stops.
-      expect(done.length).toBe(6);
-      await spill.stop();
-      running.push(
-        await startTierWorker({
-          nc: e2e.nc,
-          stream: OVERFLOW_STREAM,
-          name: "regular",
-          pull: { min_pending: 0 },
-          handler: work,
-          log: e2e.log,
-          onDone,
-        }),
-      );
-      await waitFor("the rest", () => done.length === 25);
+      expect(ofTwentyFive).toBe(6);
+      expect(done.length).toBe(25);
       expect(new Set(done.map((d) => d.task.id)).size).toBe(25); // each task once
       await waitFor("the stream empty: every ack applied", async () => (await stored(OVERFLOW_STREAM)) === 0);
     },
