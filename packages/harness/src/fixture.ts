@@ -3,12 +3,10 @@
 // LOG_LEVEL says otherwise, and the things a test started, stopped after each test.
 import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { type ConnectionOptions, connect, type NatsConnection } from "@nats-io/transport-node";
-import type { Logger } from "@repo/kit";
+import type { Logger, Stoppable } from "@repo/kit";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll } from "vitest";
 import { type NatsServer, type ServerOptions, useServer } from "./server.js";
-
-type Stoppable = { stop(deadlineMs: number): Promise<unknown> };
 
 export interface FixtureOptions extends ServerOptions {
   /**

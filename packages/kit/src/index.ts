@@ -38,12 +38,11 @@ export {
   type Puller,
   type PullerOptions,
   pullIntoSlots,
-  type Slots,
   type SlotsOptions,
   startPulling,
 } from "./pulling.js";
 export { nextStored, storedMessages } from "./read.js";
-export { type PullOptions, pull, pullRefusals, type Serving, sentTogether, terminate } from "./serve.js";
+export { type PullOptions, pull, pullRefusals, type Serving, type Stoppable, sentTogether, terminate } from "./serve.js";
 export { type Running, runService, stopWithin } from "./service.js";
 export { ensureConsumer, ensureStream, placed, replicas, type StreamSpec } from "./stream.js";
 export { compareVersions, versionAtLeast } from "./version.js";

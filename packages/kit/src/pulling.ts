@@ -9,6 +9,7 @@ import { delay, type Msg, type MsgHdrs, type NatsConnection, nanos } from "@nats
 import { inboxFor } from "./connect.js";
 import { explain, type Refusal } from "./errors.js";
 import type { Logger } from "./log.js";
+import type { Stoppable } from "./serve.js";
 
 const ACK = Uint8Array.of(43, 65, 67, 75); // +ACK
 const NAK = Uint8Array.of(45, 78, 65, 75); // -NAK
@@ -241,22 +242,15 @@ export interface Hand {
   holding<T>(work: () => Promise<T>): Promise<T>;
 }
 
-export interface Slots {
-  /**
-   * Stops pulling and finishes the messages in hand (within about a second when idle). After
-   * `deadlineMs` (default: no deadline) the ones still in hand are nak'ed, so they come back at once.
-   */
-  stop(deadlineMs?: number): Promise<void>;
-}
-
 /**
  * Handles up to `concurrency` messages at once, pulling only for free slots: a pull asks for as many
  * messages as there are slots neither busy nor already asked for, so none waits in a client buffer
  * while its ack_wait runs out (a buffered one would be redelivered elsewhere and handled twice). Pulls
  * overlap, so freed slots are refilled at once. One timer tells the server we are alive on every
- * message in hand for a while, so a long handler's ack_wait does not run out.
+ * message in hand for a while, so a long handler's ack_wait does not run out. stop() finishes what is
+ * in hand (within about a second when idle); past `deadlineMs` what a handler holds is nak'ed.
  */
-export function pullIntoSlots(nc: NatsConnection, o: SlotsOptions): Slots {
+export function pullIntoSlots(nc: NatsConnection, o: SlotsOptions): Stoppable {
   const { concurrency, log, who } = o;
   let stopping = false;
   // A slot each (slots are reused, so a message in hand costs no map entry), since when, and whether

@@ -33,7 +33,16 @@ function refusalsOf(nc: NatsConnection, { stream_name, name }: ConsumerInfo): { 
   return { refused: () => refusals.get(`$JS.API.CONSUMER.MSG.NEXT.${stream_name}.${name}`) };
 }
 
-export interface Serving {
+/**
+ * Something you can stop: it stops taking work and finishes what is in hand. Where it takes
+ * `deadlineMs`, what is still held then is handed back (nak) to come again at once.
+ */
+export interface Stoppable {
+  stop(deadlineMs?: number): Promise<void>;
+}
+
+/** A loop that serves a consumer (pull()): a Stoppable that can also stop by itself, and says why. */
+export interface Serving extends Stoppable {
   /**
    * Stops pulling and waits for the message being handled and for the pull under way to end (pull():
    * its expiry, or twice it and a second at most); the rest of the hand, and what that pull still

@@ -11,9 +11,11 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { intOption, runMain } from "./cli.js";
 import { connectFromEnv } from "./connect.js";
 import type { Logger } from "./log.js";
+import type { Stoppable } from "./serve.js";
 
-export interface Running {
-  /** Stops taking work and finishes what is in hand within `deadlineMs`, handing the rest back. */
+/** A service's work: stopped within STOP_DEADLINE_MS (a Stoppable), and its facts for /healthz. */
+export interface Running extends Stoppable {
+  /** runService always gives the deadline (STOP_DEADLINE_MS). */
   stop(deadlineMs: number): Promise<void>;
   /** Facts for /healthz (e.g. a consumer's pending counts); throwing means unhealthy. */
   health?(): Promise<Record<string, unknown>>;

@@ -4,7 +4,7 @@
 // comes back after ack_wait, which at-least-once delivery already allows. confirmAcks waits for each.
 import { type JsMsg, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type Logger, pull } from "@repo/kit";
+import { type Logger, pull, type Serving } from "@repo/kit";
 import { type OrderEvent, parseEvent } from "./producer.js";
 import { type Retention, streams } from "./setup.js";
 
@@ -27,13 +27,6 @@ export interface SubscriberOptions {
   confirmAcks?: boolean;
 }
 
-export interface Subscriber {
-  /** Stops pulling; events not yet acked are redelivered to this consumer when it comes back. */
-  stop(): Promise<void>;
-  /** Why it stopped reading by itself, if it did (its /healthz then answers 503). */
-  readonly stopped: string | undefined;
-}
-
 /** The order an event is of (its key), or undefined for a malformed one (it holds nothing). */
 const orderOf = (m: JsMsg): string | undefined => {
   try {
@@ -43,7 +36,7 @@ const orderOf = (m: JsMsg): string | undefined => {
   }
 };
 
-export async function startSubscriber(opts: SubscriberOptions): Promise<Subscriber> {
+export async function startSubscriber(opts: SubscriberOptions): Promise<Serving> {
   const js = jetstream(opts.nc);
   const consumer = await js.consumers.get(streams[opts.retention].name, opts.name);
   const handle = async (m: JsMsg) => {

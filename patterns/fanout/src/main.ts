@@ -3,8 +3,8 @@
 
 import { jetstreamManager } from "@nats-io/jetstream";
 import { delay } from "@nats-io/transport-node";
-import { connectFromEnv, demoOptions, logSummary, runMain } from "@repo/kit";
-import { type Received, type Subscriber, startSubscriber } from "./consumer.js";
+import { connectFromEnv, demoOptions, logSummary, runMain, type Serving } from "@repo/kit";
+import { type Received, startSubscriber } from "./consumer.js";
 import { orderEvents, publishEvents } from "./producer.js";
 import { addConsumer, CONSUMERS, type Retention, setup, streams } from "./setup.js";
 
@@ -48,7 +48,7 @@ runMain("fanout", async (signal, log) => {
 
   const run = Date.now().toString(36);
   const events = orderEvents(orders, run);
-  const subs: Subscriber[] = [];
+  const subs: Serving[] = [];
   for (const r of ["limits", "interest"] as const) for (const name of CONSUMERS) subs.push(await start(r, name));
   await publishEvents(nc, events);
   log.info({ events: events.length }, "published every event to both streams");

@@ -1,13 +1,14 @@
 import { spawn } from "node:child_process";
 import { jetstream } from "@nats-io/jetstream";
 import { freePort, serverForTests, sleep, waitFor } from "@repo/harness";
+import type { Serving } from "@repo/kit";
 import { beforeEach, describe, expect, it } from "vitest";
-import { type Received, type Subscriber, startSubscriber } from "../src/consumer.js";
+import { type Received, startSubscriber } from "../src/consumer.js";
 import { type OrderEvent, orderEvents, publishEvents } from "../src/producer.js";
 import { addConsumer, CONSUMERS, type Retention, setup, streams } from "../src/setup.js";
 
 const e2e = serverForTests();
-const subs: Subscriber[] = [];
+const subs: Serving[] = [];
 
 beforeEach(async () => {
   await Promise.all(subs.splice(0).map((s) => s.stop()));
@@ -86,7 +87,7 @@ describe(`fanout on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`,
 
   it("keeps a stopped consumer's events on the Interest stream until it comes back", async () => {
     const c = collect();
-    const running = new Map<string, Subscriber>();
+    const running = new Map<string, Serving>();
     for (const name of CONSUMERS)
       running.set(name, await startSubscriber({ nc: e2e.nc, retention: "interest", name, log: e2e.log, onEvent: c.onEvent }));
     const first = orderEvents(10, "a");

@@ -3,11 +3,11 @@
 
 import { jetstreamManager } from "@nats-io/jetstream";
 import { delay, type NatsConnection } from "@nats-io/transport-node";
-import { connectFromEnv, demoOptions, type Logger, logSummary, runMain } from "@repo/kit";
+import { connectFromEnv, demoOptions, type Logger, logSummary, runMain, type Stoppable } from "@repo/kit";
 import { publishTasks, tasksAt } from "./producer.js";
 import { overflow, tiers } from "./scenarios.js";
 import { LEVELS, setup } from "./setup.js";
-import { type Done, outOfPriority, type Stoppable, startWorker, takenOrder } from "./worker.js";
+import { type Done, outOfPriority, startWorker, takenOrder } from "./worker.js";
 
 const usage = `usage: pnpm run pattern priority-queue [--tasks N] [--workers N] [--json]
   --tasks N     tasks per level in the backlog (default 40)

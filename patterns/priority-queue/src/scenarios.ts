@@ -2,10 +2,10 @@
 // starts its workers, publishes, waits until every task is done, stops its workers and returns what
 // happened. Servers before 2.11 (overflow) or 2.12 (prioritized) have no such groups: setup says so.
 import { delay, type NatsConnection } from "@nats-io/transport-node";
-import type { Logger } from "@repo/kit";
+import type { Logger, Stoppable } from "@repo/kit";
 import { publishTasks, tasksAt } from "./producer.js";
 import { OVERFLOW_STREAM, TIERED_STREAM } from "./setup.js";
-import { type Done, type Stoppable, startTierWorker } from "./worker.js";
+import { type Done, startTierWorker } from "./worker.js";
 
 const work = async () => void (await delay(2));
 

@@ -7,7 +7,7 @@
 // startTierWorker (nats-server >= 2.11 / 2.12): the server picks, using a priority group.
 import { type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { deadline, type Msg, type NatsConnection, nanos } from "@nats-io/transport-node";
-import { inboxFor, type Logger, pull, sentTogether } from "@repo/kit";
+import { inboxFor, type Logger, pull, type Stoppable, sentTogether } from "@repo/kit";
 import { parseTask, type Task } from "./producer.js";
 import { consumerFor, GROUP, LEVELS, type Level, STREAM, subjectFor } from "./setup.js";
 
@@ -37,11 +37,6 @@ export interface PriorityWorkerOptions {
   /** Wait for the server to confirm each ack (one round trip per task). */
   confirmAcks?: boolean;
   onDone?: (d: Done) => void;
-}
-
-export interface Stoppable {
-  /** Stops taking tasks; the one in hand finishes and is acked. */
-  stop(): Promise<void>;
 }
 
 const enc = new TextEncoder();

@@ -6,7 +6,7 @@
 // Each copy carries the msg id "JOBS-<seq>", so dead-lettering the same job twice stores it once.
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { backoff, delay, headers, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
-import { isTransient, type Logger, nextStored } from "@repo/kit";
+import { isTransient, type Logger, nextStored, type Stoppable } from "@repo/kit";
 import { CONSUMER, DLQ_PREFIX, DLQ_STREAM, STREAM, SUBJECT_PREFIX } from "./setup.js";
 
 export interface DeadLetter {
@@ -63,10 +63,9 @@ export async function deadLetter(js: JetStreamClient, d: DeadLetter): Promise<vo
 const DLQ_PUBLISH_PAUSES = [250, 500, 750, 1_000, 1_250, 1_500, 1_750];
 const dlqRetry = backoff(DLQ_PUBLISH_PAUSES);
 
-export interface DeadLetterMover {
+export interface DeadLetterMover extends Stoppable {
   /** Moves jobs that ran out of deliveries while no advisory reached us; returns how many. */
   sweep(): Promise<number>;
-  stop(): Promise<void>;
 }
 
 /** Copies a job still in the JOBS stream to the DLQ, then removes it. Returns false if it is gone. */

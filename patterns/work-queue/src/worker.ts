@@ -5,7 +5,7 @@
 // hand alive, so a long job is not handed to another worker while it runs.
 import { jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type Delivery, type Hand, type Logger, pullIntoSlots, pullRefusals, type Slots, terminate } from "@repo/kit";
+import { type Delivery, type Hand, type Logger, pullIntoSlots, pullRefusals, type Stoppable, terminate } from "@repo/kit";
 import { deadLetter } from "./dead-letter.js";
 import { type Job, parseJob } from "./job.js";
 import { ackWait, CONSUMER, defaultRetry, type RetryPolicy, STREAM } from "./setup.js";
@@ -78,7 +78,7 @@ class Context implements JobContext {
   }
 }
 
-export interface Worker extends Slots {
+export interface Worker extends Stoppable {
   name: string;
 }
 
