@@ -187,8 +187,7 @@ describe("job status, progress and results (src/status/)", () => {
     expect(await getStatus(status, job!.id)).toMatchObject({ state: "done", result: 1 });
   });
 
-  // Seen in CI (2.9.10, the service test "hands back, at its stop deadline, …"): the worker that handed
-  // the job back still ran its handler, and its progress overwrote the new holder's running status.
+  // A worker that handed a job back (a stop deadline) still runs its handler, which JavaScript cannot stop.
   it("keeps the newest delivery's running status: progress from a worker that no longer holds the job does not overwrite it", async () => {
     const [job] = jobsNamed("moved", 1);
     const running = (worker: string, seq: number, delivery: number, progress?: number) =>
