@@ -29,6 +29,7 @@ const testArgs: Record<string, string[]> = {
   "event-sourcing": ["--writers", "3", "--withdrawals", "5"],
   "scheduled-jobs": ["--delay-ms", "1000", "--recurring-runs", "2"],
   "request-reply": ["--requests", "60"],
+  partitioned: ["--keys", "10", "--events", "5"],
 };
 
 const [name, target] = process.argv.slice(2);

@@ -25,4 +25,5 @@ export const serviceChecks: Record<string, ServiceCheck> = {
   "event-sourcing": { feed: ["src/command.ts", "open", "check", "ann"], msg: "projected", count: 1 },
   "dedup-publish": { feed: ["src/post.ts", "10"], msg: "stored", count: 10, listen: { port: "INGEST_PORT", url: "INGEST_URL" } },
   "request-reply": { feed: ["src/caller.ts", "10"], msg: "answered", count: 10 },
+  partitioned: { feed: ["src/producer.ts", "5", "4"], msg: "applied", count: 20 },
 };
