@@ -18,6 +18,9 @@ import { addConsumer, CONSUMERS, setup as fanoutSetup, streams } from "@patterns
 import { appendEvents, ledgerEvents } from "@patterns/ordered-replay/producer";
 import { replay } from "@patterns/ordered-replay/replayer";
 import { STREAM as LEDGER, setup as ledgerSetup } from "@patterns/ordered-replay/setup";
+import { eventsFor, publishInOrder } from "@patterns/partitioned/producer";
+import { LEASES, STREAM as ORDER_EVENTS, setup as partitionedSetup, STATE } from "@patterns/partitioned/setup";
+import { startWorker as startPartitionedWorker } from "@patterns/partitioned/worker";
 import { publishTasks, type Task } from "@patterns/priority-queue/producer";
 import {
   LEVELS,
@@ -146,6 +149,20 @@ export async function patternBenches(ctx: Context): Promise<void> {
         ratioOf: "consume.ack",
       });
     }
+  }
+
+  // partitioned: a backlog of 256 keys' events over 1, 4 and 16 partitions, 4 workers sharing them by
+  // leases, each event applied through its key's fence (a KV read and a compare-and-set) and acked,
+  // one in flight per partition: how the rate grows with the partitions, against the work queue's
+  // ceiling (consume.queue, every message in flight at once).
+  for (const partitions of [1, 4, 16]) {
+    const r = await partitionedRun(ctx, partitions, Math.min(ctx.n, ctx.quick ? 2_000 : 10_000));
+    ctx.record({
+      name: `partitioned.${partitions}`,
+      what: `4 workers, ${partitions} partition(s), one event in flight each, applied in order per key (KV compare-and-set)`,
+      ...r,
+      ratioOf: "consume.queue",
+    });
   }
 
   // exactly-once: 4 appliers apply a backlog of charges, two idempotent effects and a double ack each.
@@ -281,4 +298,43 @@ export async function priorityRun(
   rss.push(rssMb());
   await Promise.all(conns.map((c) => c.close()));
   return { ...r, rssMb: rss };
+}
+
+/** The partitioned pattern: `count` events of 256 keys published in order, then 4 workers apply them all. */
+async function partitionedRun(ctx: Context, partitions: number, count: number): Promise<Sample> {
+  const jsm = await deleteStreams(ctx, [ORDER_EVENTS, `KV_${LEASES}`, `KV_${STATE}`]);
+  const timings = { leaseMs: 3_000, ackWaitMs: 30_000 };
+  await partitionedSetup(jsm, ctx.nc, partitions, timings);
+  const byKey = eventsFor(256, Math.ceil(count / 256), `b${Date.now().toString(36)}`);
+  const total = byKey.reduce((n, events) => n + events.length, 0);
+  const conns = await Promise.all([1, 2, 3, 4].map(() => connect({ servers: ctx.url })));
+  let applied = 0;
+  let allDone: () => void = () => {};
+  const done = new Promise<void>((r) => (allDone = r));
+  const workers = await Promise.all(
+    conns.map((nc, i) =>
+      startPartitionedWorker({
+        nc,
+        name: `w${i}`,
+        partitions,
+        timings,
+        log,
+        onHandled: (h) => void (h.result === "applied" && ++applied === total && allDone()),
+      }),
+    ),
+  );
+  // Timed once the partitions are spread (a few lease rounds), from the first publish to the last apply.
+  const fair = Math.ceil(partitions / workers.length);
+  const spread = () => workers.reduce((n, w) => n + w.held().length, 0) === partitions && workers.every((w) => w.held().length <= fair);
+  for (let i = 0; i < 300 && !spread(); i++) await new Promise((r) => setTimeout(r, 100));
+  const r = await timed(async () => {
+    const published = await publishInOrder(ctx.nc, byKey);
+    ctx.expect(`partitioned.${partitions} (published)`, published.stored, total);
+    await within(done, 300_000);
+    return applied;
+  });
+  await Promise.all(workers.map((w) => w.stop()));
+  await Promise.all(conns.map((c) => c.close()));
+  ctx.expect(`partitioned.${partitions}`, r.count, total);
+  return r;
 }

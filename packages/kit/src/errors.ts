@@ -14,6 +14,8 @@ export const ApiCodes = {
   ClusterNoPeers: 10005,
   /** JSStreamDuplicateMessageConflict (409): a message with this msg id is being stored right now (clustered streams, 2.11+). */
   DuplicateInProcess: 10158,
+  /** JSStreamWrongLastSequenceConstantErr: an expected last sequence refused because that subject is being written right now (2.12+, clustered). */
+  WrongLastSequenceInProcess: 10164,
 } as const;
 
 /** The JetStream API error code of `err`, if it is one. */

@@ -1,16 +1,18 @@
 // Sharing N partitions among the live workers, on every server version: a KV bucket whose max age is
 // the lease. Each worker, every third of a lease:
-//   1. renews member.<name>: the live workers are the member entries not yet aged out;
-//   2. renews each partition it holds (lease.<p>), compare-and-set on the revision it wrote last: a
+//   1. renews each partition it holds (lease.<p>), compare-and-set on the revision it wrote last. A
 //      renewal that finds another revision means the lease ran out (the worker was paused or cut off)
-//      and someone else took it: the partition is given up at once;
-//   3. holds its fair share, ceil(N / live workers): it gives up the extras (after finishing what it
-//      has in hand) when workers join, and takes free partitions (create: only if no one holds it)
-//      when workers leave or die.
+//      and someone else took it; one that has not succeeded for a whole lease means it may have: either
+//      way the partition is given up at once. So is one whose reading stopped by itself;
+//   2. renews member.<name>: the live workers are the member entries not deleted nor aged out;
+//   3. holds its share: the live workers sorted by name, the first N mod m hold one more than N / m
+//      (rounded down). It gives extras up (after its event in hand) when workers join, and takes free
+//      partitions (create: only if no one holds it) when workers leave or die.
 // A lease is held by one worker at a time (create and update are compare-and-set), but a paused
 // worker learns it lost one only when it wakes: what it does meanwhile is fenced by state.ts.
 import type { KV } from "@nats-io/kv";
-import { ApiCodes, apiCode, type Logger, messageOf } from "@repo/kit";
+import { type Logger, messageOf } from "@repo/kit";
+import { isRace } from "./state.js";
 
 export interface LeaseOptions {
   kv: KV;
@@ -20,6 +22,8 @@ export interface LeaseOptions {
   log: Logger;
   /** The worker holds `p` now: start reading it. */
   gained(p: number): Promise<void>;
+  /** Why the reading of `p` stopped by itself, if it did (the partition is then given up). */
+  reading(p: number): string | undefined;
   /** The worker no longer holds `p` (or is giving it up): stop reading it, finishing what is in hand. */
   lost(p: number): Promise<void>;
 }
@@ -32,24 +36,27 @@ export interface Leases {
 }
 
 const lease = (p: number) => `lease.${p}`;
-const isTaken = (err: unknown) => apiCode(err) === ApiCodes.StreamWrongLastSequence;
+
+/** How many partitions the worker at `rank` (0-based, by name) of `members` holds. */
+export const shareOf = (partitions: number, members: number, rank: number) =>
+  Math.floor(partitions / members) + (rank < partitions % members ? 1 : 0);
 
 export function holdPartitions(o: LeaseOptions): Leases {
   const { kv, name, log } = o;
-  const held = new Map<number, number>(); // partition -> the revision we wrote last
+  const held = new Map<number, { revision: number; renewed: number }>();
   let stopping = false;
 
   // Giving a partition up runs beside the lease rounds (stopping its reading waits for the event in
-  // hand, up to a pull's expiry), so the other leases are renewed meanwhile.
+  // hand), so the other leases are renewed meanwhile. lost() takes the reading before any await.
   const leaving = new Set<Promise<void>>();
   const giveUp = (p: number, release: boolean) => {
-    const revision = held.get(p);
+    const revision = held.get(p)?.revision;
     held.delete(p);
     const done = (async () => {
       await o.lost(p);
       if (release && revision !== undefined)
         await kv.delete(lease(p), { previousSeq: revision }).catch((err: unknown) => {
-          if (!isTaken(err))
+          if (!isRace(err))
             log.warn({ worker: name, partition: p, err: messageOf(err) }, "could not release a lease: it runs out by itself");
         });
     })().catch((err: unknown) => log.error({ worker: name, partition: p, err: messageOf(err) }, "giving a partition up failed"));
@@ -57,34 +64,51 @@ export function holdPartitions(o: LeaseOptions): Leases {
     void done.finally(() => leaving.delete(done));
   };
 
-  const tick = async () => {
-    await kv.put(`member.${name}`, String(Date.now()));
-    for (const [p, revision] of [...held]) {
-      try {
-        held.set(p, await kv.update(lease(p), name, revision));
-      } catch (err) {
-        if (!isTaken(err)) throw err; // not known: tried again next tick (the lease lives a while yet)
-        log.warn({ worker: name, partition: p }, "lease lost (ran out while this worker was paused or cut off): partition given up");
-        giveUp(p, false);
-      }
+  const renew = async (p: number, at: { revision: number; renewed: number }) => {
+    const stopped = o.reading(p);
+    if (stopped) {
+      log.error({ worker: name, partition: p, why: stopped }, "its reading stopped: partition given up");
+      return giveUp(p, true);
     }
-    // The live members: keys() lists the entries not deleted and not aged out.
-    let members = 0;
-    for await (const _ of await kv.keys("member.*")) members++;
-    const fair = Math.ceil(o.partitions / Math.max(1, members));
-    for (const p of [...held.keys()].sort((a, b) => b - a).slice(0, Math.max(0, held.size - fair))) {
-      log.info({ worker: name, partition: p, members }, "more than a fair share: partition given up for a worker that joined");
+    try {
+      held.set(p, { revision: await kv.update(lease(p), name, at.revision), renewed: Date.now() });
+    } catch (err) {
+      if (isRace(err)) {
+        log.warn({ worker: name, partition: p }, "lease lost (ran out while this worker was paused or cut off): partition given up");
+        return giveUp(p, false);
+      }
+      // Not known (a timeout): it may have been written. Past a whole lease without one known, stop.
+      if (Date.now() - at.renewed > o.leaseMs) {
+        log.warn({ worker: name, partition: p, err: messageOf(err) }, "lease not renewed for a whole lease: partition given up");
+        return giveUp(p, false);
+      }
+      log.warn({ worker: name, partition: p, err: messageOf(err) }, "lease renewal failed; trying again");
+    }
+  };
+
+  const round = async () => {
+    await Promise.all([...held].map(([p, at]) => renew(p, at)));
+    await kv.put(`member.${name}`, String(Date.now()));
+    const members: string[] = [];
+    for await (const key of await kv.keys("member.*")) members.push(key.slice("member.".length));
+    if (!members.includes(name)) members.push(name);
+    members.sort();
+    const share = shareOf(o.partitions, members.length, members.indexOf(name));
+    for (const p of [...held.keys()].sort((a, b) => b - a).slice(0, Math.max(0, held.size - share))) {
+      log.info({ worker: name, partition: p, members: members.length }, "more than its share: partition given up");
       giveUp(p, true);
     }
-    for (let p = 0; p < o.partitions && held.size < fair && !stopping; p++) {
+    for (let p = 0; p < o.partitions && held.size < share && !stopping; p++) {
       if (held.has(p)) continue;
+      let revision: number;
       try {
-        held.set(p, await kv.create(lease(p), name));
+        revision = await kv.create(lease(p), name);
       } catch (err) {
-        if (isTaken(err)) continue; // someone holds it
+        if (isRace(err)) continue; // someone holds it
         throw err;
       }
-      log.info({ worker: name, partition: p, members }, "partition taken");
+      held.set(p, { revision, renewed: Date.now() });
+      log.info({ worker: name, partition: p, members: members.length }, "partition taken");
       try {
         await o.gained(p);
       } catch (err) {
@@ -98,7 +122,7 @@ export function holdPartitions(o: LeaseOptions): Leases {
   let timer: ReturnType<typeof setTimeout> | undefined;
   let running = Promise.resolve();
   const loop = () => {
-    running = tick()
+    running = round()
       .catch((err: unknown) => log.warn({ worker: name, err: messageOf(err) }, "lease round failed; trying again"))
       .finally(() => {
         if (!stopping) timer = setTimeout(loop, every);

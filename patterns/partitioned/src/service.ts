@@ -5,7 +5,9 @@
 // partitions. The kit's runService gives the connection, HEALTH_PORT's /healthz and the stop.
 //
 // Environment, besides the kit's: PARTITIONS (default 6; the same for every instance, fixed once the
-// stream exists); WORKER_NAME (default worker-<pid>); LEASE_MS (default 10000).
+// stream exists); WORKER_NAME (default <host name>-<pid>, unique per worker); LEASE_MS (default 10000,
+// the same for every instance).
+import { hostname } from "node:os";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { intOption, isEntry, runService, stopWithin } from "@repo/kit";
 import type { OrderEvent } from "./producer.js";
@@ -20,7 +22,9 @@ if (isEntry(import.meta.url)) {
     const partitions = intOption("PARTITIONS", process.env.PARTITIONS ?? "6");
     const timings = { ...defaultTimings, leaseMs: intOption("LEASE_MS", process.env.LEASE_MS ?? String(defaultTimings.leaseMs)) };
     await setup(await jetstreamManager(nc), nc, partitions, timings);
-    const name = process.env.WORKER_NAME ?? `worker-${process.pid}`;
+    // Unique per process, also where every container's process is PID 1: the host name (a container's
+    // own), then the pid, as a KV key token.
+    const name = process.env.WORKER_NAME ?? `${hostname()}-${process.pid}`.replace(/[^-\w]/g, "-");
     const worker = await startWorker({
       nc,
       name,
@@ -33,7 +37,7 @@ if (isEntry(import.meta.url)) {
     log.info({ worker: name, partitions }, "worker started: taking its share of the partitions");
     return {
       stop: (deadlineMs) => stopWithin(worker.stop(), deadlineMs, log),
-      health: async () => ({ worker: name, partitions: worker.held() }),
+      health: async () => ({ worker: name, partitions: worker.held() }), // a reading that stops gives its partition up
     };
   });
 }

@@ -64,11 +64,22 @@ export async function setup(jsm: JetStreamManager, nc: NatsConnection, partition
   if (JSON.stringify(config.subject_transform) !== JSON.stringify(spec.subject_transform))
     throw new UserError(`stream ${STREAM} has no partition transform on nats-server ${version}: delete it ("nats stream rm ${STREAM}")`);
   for (let p = 0; p < partitions; p++)
-    await ensureConsumer(jsm, STREAM, partitionConsumer(p, t), ["filter_subject", "max_ack_pending", "ack_policy"]);
+    await ensureConsumer(jsm, STREAM, partitionConsumer(p, t), ["filter_subject", "max_ack_pending", "ack_policy", "max_deliver"]);
   const kvm = new Kvm(nc);
   // Leases: an entry per held partition (lease.<p>) and per live worker (member.<name>); the bucket's
   // max age is the lease: an entry not renewed within it is gone.
   const leases = await placed(() => kvm.create(LEASES, { history: 1, ttl: t.leaseMs, replicas: replicas() }));
   const state = await placed(() => kvm.create(STATE, { history: 1, replicas: replicas() }));
+  // An existing bucket keeps its own max age: leases of another length would run out between renewals
+  // (or outlive a dead worker), and a state that ages out would turn the next events into gaps.
+  const [leaseTtl, stateTtl] = [(await leases.status()).ttl, (await state.status()).ttl];
+  if (leaseTtl !== t.leaseMs)
+    throw new UserError(
+      `bucket ${LEASES} exists with leases of ${leaseTtl} ms, not ${t.leaseMs}: use LEASE_MS=${leaseTtl}, or delete it ("nats kv rm ${LEASES}")`,
+    );
+  if (stateTtl !== 0)
+    throw new UserError(
+      `bucket ${STATE} exists with a max age (${stateTtl} ms): key state must not expire; delete it ("nats kv rm ${STATE}")`,
+    );
   return { leases, state };
 }

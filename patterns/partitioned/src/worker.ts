@@ -2,12 +2,14 @@
 // each to its key's state in order (state.ts). Partitions run side by side; within one, the next
 // event comes only after this one is acked.
 //   applied -> ack. already (a redelivery, or a late worker's copy) -> ack, counted apart.
-//   gap (an earlier event of the key is missing) -> handed back, the partition waits: an event is never skipped.
+//   gap (an earlier event of its key never came) -> ended with the reason: it can never be applied in
+//     order (its predecessor, were it still to come, would be behind it in the partition), and holding
+//     it would stop every key of the partition. Logged as an error: the key needs repair.
 //   malformed -> ended with the reason (the kit's pull): it can never be applied.
 import { type JsMsg, jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type Logger, pull, type Serving, type Stoppable } from "@repo/kit";
+import { type Logger, MalformedPayload, pull, type Serving, type Stoppable, terminate } from "@repo/kit";
 import { holdPartitions } from "./leases.js";
 import { type OrderEvent, parseEvent } from "./producer.js";
 import { consumerFor, LEASES, STATE, STREAM, type Timings } from "./setup.js";
@@ -17,8 +19,10 @@ export interface Handled {
   worker: string;
   partition: number;
   event: OrderEvent;
-  /** applied: its key's state changed; already: it had been (a redelivery or a late copy). */
-  result: Exclude<Applied, "gap">;
+  /** applied: its key's state changed; already: it had been (a redelivery or a late copy); gap: ended, never applied. */
+  result: Applied;
+  /** 1 on the first delivery. */
+  delivery: number;
 }
 
 export interface WorkerOptions {
@@ -28,10 +32,11 @@ export interface WorkerOptions {
   timings: Timings;
   log: Logger;
   /**
-   * Your work for an event, before its key's state changes. At least once: it can run again for an
-   * event (a redelivery, a late worker), so make it idempotent; the state change after it is made once.
+   * Your work for an event, run only when it is its key's next one, before its key's state changes. At
+   * least once: a worker that lost its lease while paused may run it beside the new holder (the state
+   * change after it is made once), so make it idempotent.
    */
-  work?: (e: OrderEvent) => Promise<void>;
+  work?: (e: OrderEvent, partition: number) => Promise<void>;
   onHandled?: (h: Handled) => void;
 }
 
@@ -50,12 +55,14 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
 
   const handler = (partition: number) => async (m: JsMsg) => {
     const event = parseEvent(m.data);
-    await o.work?.(event);
-    const result = await applyInOrder(state, event);
-    // The kit's pull() hands it back (in 1 s) and the partition waits for the missing one.
-    if (result === "gap") throw new Error(`${event.key} seq ${event.seq} came before an earlier event of its key: held`);
-    m.ack();
-    o.onHandled?.({ worker: name, partition, event, result });
+    if (m.subject.split(".")[2] !== event.key) throw new MalformedPayload(`key ${event.key} on ${m.subject}`);
+    const result = await applyInOrder(state, event, (e) => o.work?.(e, partition) ?? Promise.resolve());
+    if (result === "gap") {
+      const reason = `${event.key} seq ${event.seq} came before an earlier event of its key`;
+      log.error({ worker: name, partition, key: event.key, seq: event.seq }, `${reason}: ended, never applied; the key needs repair`);
+      terminate(m, reason, nc.info?.version);
+    } else m.ack();
+    o.onHandled?.({ worker: name, partition, event, result, delivery: m.info.deliveryCount });
   };
 
   const leases = holdPartitions({
@@ -66,9 +73,11 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     log,
     async gained(p) {
       const consumer = await js.consumers.get(STREAM, consumerFor(p));
-      // One in hand: the consumer lets one out at a time anyway (max_ack_pending 1).
-      reading.set(p, await pull(consumer, handler(p), { nc, log, who: { worker: name, partition: String(p) }, batch: 1 }));
+      // The consumer lets one out at a time (max_ack_pending 1), so one pull of 32 brings them one
+      // after another, each once the one before is acked: fewer pulls, not more in flight.
+      reading.set(p, await pull(consumer, handler(p), { nc, log, who: { worker: name, partition: String(p) }, batch: 32 }));
     },
+    reading: (p) => reading.get(p)?.stopped,
     async lost(p) {
       // Before any await: a partition taken again in the same round gets a reading of its own.
       const serving = reading.get(p);
