@@ -177,7 +177,7 @@ export function startPulling(nc: NatsConnection, o: PullerOptions): Puller {
       lessAsked(asked);
       o.onChange();
     }
-  })().catch(() => {});
+  })().catch(() => {}); // the status stream ends with the connection: nothing to do then
   // A pull lost on the way without a reconnect never answers: after two expiries of silence it is
   // forgotten and the worker asks again.
   const tick = setInterval(() => {

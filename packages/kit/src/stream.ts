@@ -45,12 +45,11 @@ export async function ensureStream(
 
 /**
  * Creates, trying again for up to 20 s while the cluster cannot place the replicas (JetStream error
- * 10005: a cluster that has just started may not know yet that its peers have JetStream, seen on
- * 2.10.27 right after all nodes were healthy and current, for streams and for their consumers) or
- * does not answer in time (a young R3 cluster's stream create timed out once in CI on 2.15.1). Trying
- * again is safe: creating a stream, consumer or bucket that exists with the same config succeeds. The
- * setup's reads (stream and consumer info) go through it too: a busy R3 cluster's info timed out in
- * CI's R3 benchmark (2.15.1, after the test matrix).
+ * 10005: a cluster that has just started may not know yet that its peers have JetStream, even once
+ * all nodes are healthy and current, for streams and for their consumers) or does not answer in time
+ * (a young or busy R3 cluster's create or info can time out). Trying again is safe: creating a
+ * stream, consumer or bucket that exists with the same config succeeds. The setup's reads (stream
+ * and consumer info) go through it too.
  */
 export async function placed<T>(create: () => Promise<T>): Promise<T> {
   const until = Date.now() + 20_000;

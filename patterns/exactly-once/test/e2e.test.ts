@@ -189,8 +189,8 @@ describe(`exactly-once on nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
     if (versionAtLeast(e2e.nc.info?.version, "2.10.0")) {
       await waitFor("the queue empty", async () => (await commandsLeft()) === 0);
     } else {
-      // 2.9.10: after a SIGKILL, commands the consumer has acked (all of them: its ack floor is the last
-      // sequence) can stay in the WorkQueue stream; they are never delivered again. Seen on every run here.
+      // 2.9: after a SIGKILL, commands the consumer has acked (all of them: its ack floor is the last
+      // sequence) can stay in the WorkQueue stream; they are never delivered again (see the README).
       expect(await commandsLeft()).toBeLessThanOrEqual(list.length);
     }
   });

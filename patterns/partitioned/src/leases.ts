@@ -11,7 +11,7 @@
 // A lease is held by one worker at a time (create and update are compare-and-set), but a paused
 // worker learns it lost one only when it wakes: what it does meanwhile is fenced by state.ts.
 import type { KV } from "@nats-io/kv";
-import { type Logger, messageOf } from "@repo/kit";
+import { type Logger, messageOf, type Stoppable } from "@repo/kit";
 import { isRace } from "./state.js";
 
 export interface LeaseOptions {
@@ -28,11 +28,10 @@ export interface LeaseOptions {
   lost(p: number): Promise<void>;
 }
 
-export interface Leases {
+/** stop() gives every partition up (lost(), then the lease is deleted) and leaves. */
+export interface Leases extends Stoppable {
   /** The partitions held now. */
   held(): number[];
-  /** Gives every partition up (lost(), then the lease is deleted) and leaves. */
-  stop(): Promise<void>;
 }
 
 const lease = (p: number) => `lease.${p}`;

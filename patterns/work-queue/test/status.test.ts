@@ -207,7 +207,7 @@ describe("job status, progress and results (src/status/)", () => {
     expect(await advance(status, job!.id, running("y", 10, 2, 0.9))).toMatchObject({ worker: "z", seq: 25 });
   });
 
-  // From a cold review: a requeue while the older message's handler hangs, then that handler ends.
+  // A requeue while the older message's handler hangs, then that handler ends.
   it("keeps a newer message's run when the older message's handler ends after a requeue", async () => {
     const [job] = jobsNamed("requeued-late", 1);
     await markQueued(status, job!.id);
