@@ -12,7 +12,7 @@ import { LEDGER as CHARGE_LEDGER, COMMANDS, setup as setupCharges } from "@patte
 import { appendEvents, ledgerEvents } from "@patterns/ordered-replay/producer";
 import { STREAM as LEDGER, setup as setupLedger } from "@patterns/ordered-replay/setup";
 import { startDeadLetterMover } from "@patterns/work-queue/dead-letter";
-import { DLQ_STREAM, type RetryPolicy, STREAM, setup } from "@patterns/work-queue/setup";
+import { CONSUMER, DLQ_STREAM, type RetryPolicy, STREAM, setup } from "@patterns/work-queue/setup";
 import { type NatsCluster, sleep, startCluster, waitFor } from "@repo/harness";
 import { storedMessages } from "@repo/kit";
 import { pino } from "pino";
@@ -107,7 +107,7 @@ describe(`3-node cluster, nats-server ${process.env.NATS_SERVER_VERSION ?? "newe
         accounted: ledger.accounted(),
         missing: missing().slice(0, 5),
         jobs: (await jsm.streams.info(STREAM)).state,
-        consumer: await jsm.consumers.info(STREAM, "workers").then((c) => ({
+        consumer: await jsm.consumers.info(STREAM, CONSUMER).then((c) => ({
           pending: c.num_pending,
           ack_pending: c.num_ack_pending,
           redelivered: c.num_redelivered,

@@ -6,8 +6,27 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { replay } from "@patterns/ordered-replay/replayer";
 import { encodeJob, type Outgoing } from "@patterns/work-queue/producer";
 import type { RetryPolicy } from "@patterns/work-queue/setup";
-import { sleep, waitFor } from "@repo/harness";
+import { type NatsServer, type ServerOptions, sleep, startServer, waitFor } from "@repo/harness";
 import type { Logger } from "pino";
+import { afterEach } from "vitest";
+
+/**
+ * For tests that each start a nats-server of their own (they kill, halt and restart it): start() gives
+ * it; after the test, the worker processes and connections put in `processes` and `connections` are
+ * killed and closed, then the server stops.
+ */
+export function serverPerTest() {
+  let server: NatsServer | undefined;
+  const processes: WorkerProcess[] = [];
+  const connections: NatsConnection[] = [];
+  afterEach(async () => {
+    for (const w of processes.splice(0)) await w.kill();
+    for (const c of connections.splice(0)) if (!c.isClosed()) await c.close();
+    await server?.stop();
+    server = undefined;
+  });
+  return { start: async (opts?: ServerOptions) => (server = await startServer(opts)), processes, connections };
+}
 
 /** What worker processes reported: job id -> how many times processed / dead-lettered. */
 export class Ledger {

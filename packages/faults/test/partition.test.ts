@@ -7,7 +7,7 @@ import { type Published, publishPipelined } from "@patterns/dedup-publish/produc
 import { appendEvents, ledgerEvents } from "@patterns/ordered-replay/producer";
 import { STREAM as LEDGER, setup as setupLedger } from "@patterns/ordered-replay/setup";
 import { startDeadLetterMover } from "@patterns/work-queue/dead-letter";
-import { DLQ_STREAM, type RetryPolicy, STREAM, setup } from "@patterns/work-queue/setup";
+import { CONSUMER, DLQ_STREAM, type RetryPolicy, STREAM, setup } from "@patterns/work-queue/setup";
 import { type NatsCluster, type Network, sleep, startCluster, waitFor } from "@repo/harness";
 import { storedMessages } from "@repo/kit";
 import { pino } from "pino";
@@ -97,7 +97,7 @@ async function accountingHolds(ledger: Ledger, all: ReturnType<typeof jobs>, pub
       // How the server answered the publishes of the first missing jobs (stored at seq, or a duplicate of it).
       missing: published.filter((r) => !ledger.processed.has(r.id) && !ledger.deadLettered.has(r.id)).slice(0, 8),
       jobs: (await jsm.streams.info(STREAM).catch((e: Error) => ({ state: e.message }))).state,
-      consumer: await jsm.consumers.info(STREAM, "workers").then(
+      consumer: await jsm.consumers.info(STREAM, CONSUMER).then(
         (c) => ({
           pending: c.num_pending,
           ack_pending: c.num_ack_pending,

@@ -9,22 +9,18 @@ import { payment, publishPipelined } from "@patterns/dedup-publish/producer";
 import { readStored, storedTwice } from "@patterns/dedup-publish/reader";
 import { STREAM, setup } from "@patterns/dedup-publish/setup";
 import { DLQ_STREAM as DLQ, STREAM as JOBS, type RetryPolicy, setup as setupJobs } from "@patterns/work-queue/setup";
-import { type NatsServer, repoRoot, sleep, startServer, waitFor } from "@repo/harness";
+import { repoRoot, sleep, waitFor } from "@repo/harness";
 import { storedMessages } from "@repo/kit";
-import { afterEach, describe, expect, it } from "vitest";
-import { jobs, Ledger, spawnWorker, type WorkerProcess } from "./helpers.js";
+import { describe, expect, it } from "vitest";
+import { jobs, Ledger, serverPerTest, spawnWorker } from "./helpers.js";
 
-let server: NatsServer | undefined;
-const workers: WorkerProcess[] = [];
-afterEach(async () => {
-  for (const w of workers.splice(0)) await w.kill();
-  await server?.stop();
-});
+const fresh = serverPerTest();
+const workers = fresh.processes;
 
 describe("server crash (SIGKILL) during acked publishing", () => {
   for (const sync of ["default", "always"] as const) {
     it(`keeps every acknowledged message and stores retried ones once (sync_interval: ${sync})`, async () => {
-      server = await startServer({ sync });
+      const server = await fresh.start({ sync });
       const nc = await connect({ servers: server.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
       await setup(await jetstreamManager(nc));
       const msgs = Array.from({ length: 3_000 }, (_, i) => payment(`crash-${i}`, i));
@@ -52,7 +48,7 @@ describe("server crash (SIGKILL) during acked publishing", () => {
 
 describe("server crash (SIGKILL) and restart while workers process a backlog", () => {
   it("loses no job: processed + dead-lettered = published, none in both, redeliveries counted", async () => {
-    server = await startServer();
+    const server = await fresh.start();
     const nc = await connect({ servers: server.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
     const jsm = await jetstreamManager(nc);
     const retry: RetryPolicy = { backoffMs: [500, 500, 500], maxDeliver: 3 };
@@ -82,7 +78,7 @@ describe("server crash (SIGKILL) and restart while workers process a backlog", (
   });
 
   it("the work-queue demo against NATS_URL exits 0 with lost=0 and reports the redeliveries", async () => {
-    server = await startServer();
+    const server = await fresh.start();
     const demo = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "patterns/work-queue/src/main.ts"), "--jobs", "3000"], {
       env: { ...process.env, NATS_URL: server.url, LOG_FORMAT: "json" },
       stdio: ["ignore", "pipe", "pipe"],

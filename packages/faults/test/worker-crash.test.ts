@@ -3,22 +3,18 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { publishPipelined } from "@patterns/dedup-publish/producer";
 import { DLQ_STREAM, type RetryPolicy, STREAM, setup } from "@patterns/work-queue/setup";
-import { type NatsServer, startServer, waitFor } from "@repo/harness";
+import { waitFor } from "@repo/harness";
 import { storedMessages } from "@repo/kit";
-import { afterEach, describe, expect, it } from "vitest";
-import { jobs, Ledger, spawnWorker, type WorkerProcess } from "./helpers.js";
+import { describe, expect, it } from "vitest";
+import { jobs, Ledger, serverPerTest, spawnWorker } from "./helpers.js";
 
 const retry: RetryPolicy = { backoffMs: [500, 500, 500], maxDeliver: 3 };
-let server: NatsServer | undefined;
-const workers: WorkerProcess[] = [];
-afterEach(async () => {
-  for (const w of workers.splice(0)) await w.kill();
-  await server?.stop();
-});
+const fresh = serverPerTest();
+const workers = fresh.processes;
 
 describe("work-queue worker processes killed mid-run", () => {
   it("redelivers the killed workers' jobs: processed + dead-lettered = published, none in both", async () => {
-    server = await startServer();
+    const server = await fresh.start();
     const nc = await connect({ servers: server.url });
     const jsm = await jetstreamManager(nc);
     await setup(jsm, retry);
