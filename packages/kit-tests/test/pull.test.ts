@@ -30,6 +30,16 @@ const start = async (handle: (m: JsMsg) => Promise<void>, extra: Partial<PullOpt
 };
 
 describe(`the kit's pull() on nats-server ${process.env.NATS_SERVER_VERSION ?? "newest"}`, () => {
+  it("leaves nothing listening on its connection once stopped: 5 loops started and stopped add no status listener", async () => {
+    // nats.js keeps a connection's status listeners here; a loop watches it for refusals to pull.
+    const listeners = () => (e2e.nc as unknown as { protocol: { listeners: unknown[] } }).protocol.listeners.length;
+    const before = listeners();
+    for (let i = 0; i < 5; i++) await start(async () => {}, { expiresMs: 500 });
+    expect(listeners()).toBeGreaterThan(before);
+    await Promise.all(running.splice(0).map((s) => s.stop()));
+    expect(listeners()).toBe(before);
+  });
+
   it("keeps every message in hand alive while the ones before it run: 8 handlers of 300 ms past a 1 s ack_wait, each once", async () => {
     for (let i = 0; i < 8; i++) await jetstream(e2e.nc).publish("pulled.x", String(i));
     const runs: { seq: number; delivery: number }[] = [];

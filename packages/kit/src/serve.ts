@@ -21,16 +21,22 @@ import { versionAtLeast } from "./version.js";
  * Watches for the server refusing this connection the right to pull from a consumer. A pull request is
  * a plain publish, so its refusal comes only as a connection status while the pull itself just ends
  * without messages ("heartbeats missed"). A puller asks after a failed pull: `refused()` returns the
- * refusal (to stop with one clear line) or undefined (a passing failure: pull again).
+ * refusal (to stop with one clear line) or undefined (a passing failure: pull again). stop() ends the
+ * watching (a listener on the connection's status) once the puller has stopped.
  */
-export async function pullRefusals(nc: NatsConnection, consumer: Consumer): Promise<{ refused(): Refusal | undefined }> {
+export async function pullRefusals(nc: NatsConnection, consumer: Consumer): Promise<PullRefusals> {
   return refusalsOf(nc, await consumer.info(true));
 }
 
+export interface PullRefusals {
+  refused(): Refusal | undefined;
+  stop(): void;
+}
+
 /** pullRefusals for a consumer whose info the caller has already. */
-function refusalsOf(nc: NatsConnection, { stream_name, name }: ConsumerInfo): { refused(): Refusal | undefined } {
+function refusalsOf(nc: NatsConnection, { stream_name, name }: ConsumerInfo): PullRefusals {
   const refusals = watchRefusals(nc);
-  return { refused: () => refusals.get(`$JS.API.CONSUMER.MSG.NEXT.${stream_name}.${name}`) };
+  return { refused: () => refusals.get(`$JS.API.CONSUMER.MSG.NEXT.${stream_name}.${name}`), stop: refusals.stop };
 }
 
 /**
@@ -390,6 +396,7 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
     } finally {
       clearInterval(heartbeat);
       acks.flush();
+      refusals.stop();
     }
   })();
   return {

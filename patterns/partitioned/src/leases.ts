@@ -2,8 +2,8 @@
 // the lease. Each worker, every third of a lease:
 //   1. renews each partition it holds (lease.<p>), compare-and-set on the revision it wrote last. A
 //      renewal that finds another revision means the lease ran out (the worker was paused or cut off)
-//      and someone else took it; one that has not succeeded for a whole lease means it may have: either
-//      way the partition is given up at once. So is one whose reading stopped by itself;
+//      and someone else took it; one that has not succeeded for two thirds of a lease soon may be:
+//      either way the partition is given up at once. So is one whose reading stopped by itself;
 //   2. renews member.<name>: the live workers are the member entries not deleted nor aged out;
 //   3. holds its share: the live workers sorted by name, the first N mod m hold one more than N / m
 //      (rounded down). It gives extras up (after its event in hand) when workers join, and takes free
@@ -69,16 +69,18 @@ export function holdPartitions(o: LeaseOptions): Leases {
       log.error({ worker: name, partition: p, why: stopped }, "its reading stopped: partition given up");
       return giveUp(p, true);
     }
+    const sent = Date.now(); // the lease runs from the write, which is no later than this
     try {
-      held.set(p, { revision: await kv.update(lease(p), name, at.revision), renewed: Date.now() });
+      held.set(p, { revision: await kv.update(lease(p), name, at.revision), renewed: sent });
     } catch (err) {
       if (isRace(err)) {
         log.warn({ worker: name, partition: p }, "lease lost (ran out while this worker was paused or cut off): partition given up");
         return giveUp(p, false);
       }
-      // Not known (a timeout): it may have been written. Past a whole lease without one known, stop.
-      if (Date.now() - at.renewed > o.leaseMs) {
-        log.warn({ worker: name, partition: p, err: messageOf(err) }, "lease not renewed for a whole lease: partition given up");
+      // Not known (a timeout): it may have been written. Past two thirds of a lease since the last one
+      // known, stop, before the lease can run out and another worker take it.
+      if (Date.now() - at.renewed > (2 * o.leaseMs) / 3) {
+        log.warn({ worker: name, partition: p, err: messageOf(err) }, "lease not renewed in time: partition given up");
         return giveUp(p, false);
       }
       log.warn({ worker: name, partition: p, err: messageOf(err) }, "lease renewal failed; trying again");

@@ -69,7 +69,9 @@ export async function setup(jsm: JetStreamManager, nc: NatsConnection, partition
   // Leases: an entry per held partition (lease.<p>) and per live worker (member.<name>); the bucket's
   // max age is the lease: an entry not renewed within it is gone.
   const leases = await placed(() => kvm.create(LEASES, { history: 1, ttl: t.leaseMs, replicas: replicas() }));
-  const state = await placed(() => kvm.create(STATE, { history: 1, replicas: replicas() }));
+  // Reads through the stream's leader, never a replica's direct get: a lagging replica's older state
+  // would make the next event look like one whose predecessor never came, and end it.
+  const state = await placed(() => kvm.create(STATE, { history: 1, replicas: replicas(), allow_direct: false }));
   // An existing bucket keeps its own max age: leases of another length would run out between renewals
   // (or outlive a dead worker), and a state that ages out would turn the next events into gaps.
   const [leaseTtl, stateTtl] = [(await leases.status()).ttl, (await state.status()).ttl];
@@ -80,6 +82,10 @@ export async function setup(jsm: JetStreamManager, nc: NatsConnection, partition
   if (stateTtl !== 0)
     throw new UserError(
       `bucket ${STATE} exists with a max age (${stateTtl} ms): key state must not expire; delete it ("nats kv rm ${STATE}")`,
+    );
+  if ((await jsm.streams.info(`KV_${STATE}`)).config.allow_direct)
+    throw new UserError(
+      `bucket ${STATE} exists with direct gets (a replica may answer with an older state); delete it ("nats kv rm ${STATE}")`,
     );
   return { leases, state };
 }

@@ -9,7 +9,7 @@
 import { type JsMsg, jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type Logger, MalformedPayload, pull, type Serving, type Stoppable, terminate } from "@repo/kit";
+import { type Logger, MalformedPayload, pull, type Serving, type Stoppable, terminate, UserError } from "@repo/kit";
 import { holdPartitions } from "./leases.js";
 import { type OrderEvent, parseEvent } from "./producer.js";
 import { consumerFor, LEASES, STATE, STREAM, type Timings } from "./setup.js";
@@ -34,7 +34,8 @@ export interface WorkerOptions {
   /**
    * Your work for an event, run only when it is its key's next one, before its key's state changes. At
    * least once: a worker that lost its lease while paused may run it beside the new holder (the state
-   * change after it is made once), so make it idempotent.
+   * change after it is made once), so make it idempotent. Give it a timeout of its own: while it runs,
+   * its event is kept alive and its partition waits.
    */
   work?: (e: OrderEvent, partition: number) => Promise<void>;
   onHandled?: (h: Handled) => void;
@@ -48,6 +49,7 @@ export interface Worker extends Stoppable {
 
 export async function startWorker(o: WorkerOptions): Promise<Worker> {
   const { nc, name, log } = o;
+  if (!/^[-\w]+$/.test(name)) throw new UserError(`worker name ${JSON.stringify(name)}: use letters, digits, - and _ (it is a KV key)`);
   const js = jetstream(nc);
   const kvm = new Kvm(nc);
   const [leasesKv, state] = await Promise.all([kvm.open(LEASES), kvm.open(STATE)]);

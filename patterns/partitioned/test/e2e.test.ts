@@ -193,25 +193,22 @@ describe(`partitioned on nats-server ${process.env.NATS_SERVER_VERSION ?? "newes
       expect((await e2e.jsm.consumers.info(STREAM, consumerFor(partition))).num_ack_pending).toBe(0); // ended, not held
     });
 
-    it("moves a stopped worker's partitions to the others and spreads them again when one joins; no partition held twice at once", async () => {
+    it("moves a stopped worker's partitions to the others and spreads them again when one joins; never two handlers in one partition", async () => {
       const handled: Handled[] = [];
       const all = await workers(["a", "b", "c"], handled, 10);
       mostAtOnce = 0;
-      try {
-        const byKey = eventsFor(30, 20, "m");
-        const publishing = publishInOrder(e2e.nc, byKey);
-        await waitFor("a quarter applied", () => handled.filter((h) => h.result === "applied").length >= 150, { timeoutMs: 30_000 });
-        await all[0]!.stop();
-        all.shift();
-        await waitFor("the two hold all six", () => all.reduce((n, w) => n + w.held().length, 0) === PARTITIONS);
-        all.push(...(await workers(["d"], handled, 10)));
-        await waitFor("spread again: two each", () => all.every((w) => w.held().length === 2), { timeoutMs: 15_000 });
-        expect((await publishing).stored).toBe(600);
-        await allApplied(byKey);
-        checkApplied(byKey, [appliedIn(handled)]);
-      } finally {
-        expect(mostAtOnce).toBe(1); // through a stop and a join: never two handlers at once in one partition
-      }
+      const byKey = eventsFor(30, 20, "m");
+      const publishing = publishInOrder(e2e.nc, byKey);
+      await waitFor("a quarter applied", () => handled.filter((h) => h.result === "applied").length >= 150, { timeoutMs: 30_000 });
+      await all[0]!.stop();
+      all.shift();
+      await waitFor("the two hold all six", () => all.reduce((n, w) => n + w.held().length, 0) === PARTITIONS);
+      all.push(...(await workers(["d"], handled, 10)));
+      await waitFor("spread again: two each", () => all.every((w) => w.held().length === 2), { timeoutMs: 15_000 });
+      expect((await publishing).stored).toBe(600);
+      await allApplied(byKey);
+      checkApplied(byKey, [appliedIn(handled)]);
+      expect(mostAtOnce).toBe(1); // through a stop and a join: never two handlers at once in one partition
     });
 
     it("takes over the partitions of a worker killed with SIGKILL mid-event: its event comes back, in order, none lost", async () => {
@@ -253,7 +250,9 @@ describe(`partitioned on nats-server ${process.env.NATS_SERVER_VERSION ?? "newes
         await allApplied(byKey, () => ({ child: paused.stderr().slice(-2_000) }));
         await waitFor("the child said it lost its leases", () => /lease lost/.test(paused.stderr()), { timeoutMs: 10_000 });
         await sleep(1_000); // anything the woken worker still does shows up now
-        checkApplied(byKey, [appliedOf(paused.handled), appliedIn(handled)]);
+        // Completeness comes from the states (allApplied): the woken child may have changed one just
+        // before its pause and seen the write time out after it, leaving that event unreported.
+        checkApplied(byKey, [appliedOf(paused.handled), appliedIn(handled)], false);
         // It was paused holding events: the steady worker took them over after their ack_wait.
         expect(handled.filter((h) => h.delivery > 1).length, paused.stderr().slice(-1_000)).toBeGreaterThan(0);
       } finally {

@@ -158,5 +158,5 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
     who: { worker: name },
     refused: refusals.refused,
   });
-  return { name, stop: slots.stop };
+  return { name, stop: (deadlineMs) => slots.stop(deadlineMs).finally(refusals.stop) };
 }
