@@ -99,6 +99,9 @@ export async function startInventory(o: InventoryOptions): Promise<Inventory> {
       m.respond();
     },
   });
+  // The endpoints' subscriptions are sent, not yet known to the server: a caller on another connection
+  // could still get "no responders". A flush is a round trip, so the server has them all after it.
+  await o.nc.flush();
   o.log.info({ service: SERVICE, version, id: service.info().id, subjects: `${groupOf(version)}.*` }, "endpoints up");
   return {
     id: service.info().id,
