@@ -41,8 +41,8 @@ export function serverForTests(opts: FixtureOptions = {}): ServerForTests {
   const stoppables: { s: Stoppable; deadlineMs: number }[] = [];
   const connections: NatsConnection[] = [];
   const log: Logger = pino({ level: process.env.LOG_LEVEL ?? "silent" });
-  const options = (): ConnectionOptions => ({
-    servers: started().server.url,
+  const options = (url: string): ConnectionOptions => ({
+    servers: url,
     ...(reconnect ? { reconnectTimeWait: 100, maxReconnectAttempts: -1 } : {}),
   });
   const started = () => {
@@ -51,7 +51,7 @@ export function serverForTests(opts: FixtureOptions = {}): ServerForTests {
   };
   beforeAll(async () => {
     server = await useServer(serverOptions);
-    const nc = await connect({ servers: server.url, ...(reconnect ? { reconnectTimeWait: 100, maxReconnectAttempts: -1 } : {}) });
+    const nc = await connect(options(server.url));
     state = { server, nc, jsm: await jetstreamManager(nc) };
   });
   afterEach(async () => {
@@ -84,7 +84,7 @@ export function serverForTests(opts: FixtureOptions = {}): ServerForTests {
     },
     log,
     async connect(name) {
-      const c = await connect({ ...options(), name });
+      const c = await connect({ ...options(started().server.url), name });
       connections.push(c);
       return c;
     },
