@@ -333,6 +333,21 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
       } else held.set(key, { seqs: new Set([m.seq]), until: lapse() });
     }
   };
+  // While the connection is down a pull cannot end (no expiry comes back, no heartbeat is missed), and
+  // when it comes back nats.js pulls again with a fresh expiry: a loop that is stopping would take new
+  // messages through that pull only to hand them back, a delivery spent on each. So a stopping loop
+  // closes its pull once the connection is down: what the server sent it before is lost with the
+  // connection already (it comes again after its ack_wait), and nothing can come to it until then.
+  let down = false;
+  const statuses = o.nc.status();
+  void (async () => {
+    for await (const s of statuses) {
+      if (s.type === "disconnect") {
+        down = true;
+        if (stopping) void fetching?.close();
+      } else if (s.type === "reconnect") down = false;
+    }
+  })();
   // Two loops: one fetches into the hand whenever half of it is free (so the next messages are on
   // their way while the hand is worked off), the other handles the hand, one message at a time.
   const fetched = wakeable();
@@ -397,6 +412,7 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
       clearInterval(heartbeat);
       acks.flush();
       refusals.stop();
+      (statuses as { stop?: () => void }).stop?.();
     }
   })();
   return {
@@ -409,9 +425,10 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
       // The pull under way is left to end by itself (at its expiry, expiresMs at most): closing it
       // would unsubscribe while the server may still be sending to it, and what it sent then would
       // stay ack-pending for ack_wait. What it brings goes back, as does the rest of the hand (handBack).
-      // A pull that cannot end (the connection is down: no expiry, no missed heartbeat) is closed
-      // after twice its expiry and a second, as pulling.ts forgets a silent pull.
+      // One that is down (see `down`) is closed now; a pull that does not end for another reason is
+      // closed after twice its expiry and a second, as pulling.ts forgets a silent pull.
       freed.wake();
+      if (down) await fetching?.close();
       const waited = await Promise.race([loop.then(() => true), delay(2 * expiresMs + 1_000).then(() => false)]);
       if (!waited) await fetching?.close();
       await loop;
