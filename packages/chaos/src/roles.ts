@@ -13,6 +13,7 @@ import { startApplier } from "@patterns/exactly-once/applier";
 import { type Bank, ChargeRefused, directoryBank } from "@patterns/exactly-once/effects";
 import { STATES_BUCKET } from "@patterns/exactly-once/setup";
 import { startSubscriber } from "@patterns/fanout/consumer";
+import { startWorker as startPartitionWorker } from "@patterns/partitioned/worker";
 import type { Retention } from "@patterns/fanout/setup";
 import { replay } from "@patterns/ordered-replay/replayer";
 import { POSITIONS_BUCKET } from "@patterns/ordered-replay/setup";
@@ -202,7 +203,32 @@ const fanoutSubscriber: Role = async (o, connection, out) => {
   return restarting(run);
 };
 
+/**
+ * A partitioned worker: its work prints the event's key and seq (it runs only for a key's next event),
+ * then each event handled is printed with its result (applied, already, gap) after its ack.
+ */
+const partitionedWorker: Role = async (o, connection, out) => {
+  const run = async () => {
+    const nc = await connection();
+    const worker = await startPartitionWorker({
+      nc,
+      name: o.name,
+      partitions: o.partitions as number,
+      timings: o.timings as { leaseMs: number; ackWaitMs: number },
+      log: silent,
+      work: async (e) => {
+        out({ work: o.name, key: e.key, seq: e.seq });
+        await new Promise((r) => setTimeout(r, 25)); // long enough for a fault to land mid-event
+      },
+      onHandled: (h) => out({ key: h.event.key, seq: h.event.seq, result: h.result }),
+    });
+    return { nc, stop: () => worker.stop() };
+  };
+  return restarting(run);
+};
+
 export const roles: Record<string, Role> = {
+  "partitioned-worker": partitionedWorker,
   "ordered-replayer": orderedReplayer,
   "fanout-subscriber": fanoutSubscriber,
   "event-sourcing": eventSourcing,
