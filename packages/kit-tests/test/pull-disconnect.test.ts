@@ -69,7 +69,10 @@ describe(`the kit's pull() stopped while its connection is down, on nats-server 
     await publish(3);
     const next = await instance(2_000);
     e2e.stopAfter(next.serving);
-    await waitFor("seqs 4-6 handled", () => next.handled.filter((h) => h.seq > 3).length >= 3, { timeoutMs: 10_000, detail: () => next.handled });
+    await waitFor("seqs 4-6 handled", () => next.handled.filter((h) => h.seq > 3).length >= 3, {
+      timeoutMs: 10_000,
+      detail: () => next.handled,
+    });
     await sleep(300);
     // A SIGKILLed server may forget the last acks it had (seqs 1-3 may come again): the later ones are certain.
     expect(next.handled.filter((h) => h.seq > 3)).toEqual([4, 5, 6].map((seq) => ({ seq, delivery: 1 })));

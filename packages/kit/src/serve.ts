@@ -51,8 +51,9 @@ export interface Stoppable {
 export interface Serving extends Stoppable {
   /**
    * Stops pulling and waits for the message being handled and for the pull under way to end (pull():
-   * its expiry, or twice it and a second at most); the rest of the hand, and what that pull still
-   * brings, goes back (nak) to come again once that pull has ended (after expiresMs). Every ack
+   * its expiry, or twice it and a second at most; at once while the connection is down); the rest of
+   * the hand, and what that pull still brings, goes back (nak) to come again once that pull has ended
+   * (after expiresMs). Every ack
    * given is sent by then: stop before closing the connection (see sentTogether).
    */
   stop(): Promise<void>;
