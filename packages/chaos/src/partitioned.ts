@@ -147,7 +147,8 @@ async function run(steps: Step[], pool: Pool): Promise<Verdict> {
       const want = stored.get(key) ?? 0;
       if (want < n) violations.push(`${key}: only ${want} of ${n} events could be published`);
       if ((s?.seq ?? 0) !== want) violations.push(`${key}: state at seq ${s?.seq ?? 0}, ${want} stored`);
-      else if ((s?.total ?? 0) !== totalUpTo(want)) violations.push(`${key}: total ${s?.total}, not ${totalUpTo(want)}: an event folded twice or skipped`);
+      else if ((s?.total ?? 0) !== totalUpTo(want))
+        violations.push(`${key}: total ${s?.total}, not ${totalUpTo(want)}: an event folded twice or skipped`);
     }
     for (const [at, times] of applied) if (times > 1) violations.push(`${at}: applied ${times} times`);
     for (const at of gaps) violations.push(`${at}: ended as out of order`);
@@ -163,7 +164,8 @@ async function run(steps: Step[], pool: Pool): Promise<Verdict> {
         resent,
         malformed,
         // work run again for an event (a redelivery, a paused worker beside the new holder): at least once
-        work_repeats: workRuns(work) - new Set([...work.values()].flatMap((byKey) => [...byKey].flatMap(([k, s]) => s.map((q) => `${k}/${q}`)))).size,
+        work_repeats:
+          workRuns(work) - new Set([...work.values()].flatMap((byKey) => [...byKey].flatMap(([k, s]) => s.map((q) => `${k}/${q}`)))).size,
       },
       faults: rig.faults,
     };
@@ -175,7 +177,8 @@ async function run(steps: Step[], pool: Pool): Promise<Verdict> {
 
 export const partitioned: Scenario<Step> = {
   name: "partitioned",
-  model: "every key's state holds its stored events once each, in order; none applied twice or ended out of order; each worker's work ascending per key",
+  model:
+    "every key's state holds its stored events once each, in order; none applied twice or ended out of order; each worker's work ascending per key",
   steps: schedule(publish, step),
   run,
 };
