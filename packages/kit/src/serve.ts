@@ -53,8 +53,9 @@ export interface Serving extends Stoppable {
    * Stops pulling and waits for the message being handled and for the pull under way to end (pull():
    * its expiry, or twice it and a second at most; at once while the connection is down); the rest of
    * the hand, and what that pull still brings, goes back (nak) to come again once that pull has ended
-   * (after expiresMs). Every ack
-   * given is sent by then: stop before closing the connection (see sentTogether).
+   * (after expiresMs). Every ack given is sent by then: stop before closing the connection (see
+   * sentTogether). While the connection is down, acks and naks only wait in nats.js's buffer, which it
+   * drops when it connects again: those messages come again after their ack_wait.
    */
   stop(): Promise<void>;
   /** Why the loop ended by itself (undefined while it runs, or after stop()): /healthz answers 503 with it. */
@@ -339,6 +340,9 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
   // messages through that pull only to hand them back, a delivery spent on each. So a stopping loop
   // closes its pull once the connection is down: what the server sent it before is lost with the
   // connection already (it comes again after its ack_wait), and nothing can come to it until then.
+  // Up when the loop starts: its consumer's info just came back. Back up at "reconnect", a round trip
+  // before nats.js pulls again (it asks for the consumer's info first): a stop() in that moment can
+  // still take what that pull brings, and hands it back.
   let down = false;
   const statuses = o.nc.status();
   void (async () => {
@@ -348,7 +352,7 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
         if (stopping) void fetching?.close();
       } else if (s.type === "reconnect") down = false;
     }
-  })();
+  })().catch(() => {}); // ends with the connection: nothing to report
   // Two loops: one fetches into the hand whenever half of it is free (so the next messages are on
   // their way while the hand is worked off), the other handles the hand, one message at a time.
   const fetched = wakeable();
@@ -363,6 +367,9 @@ export async function pull(consumer: Consumer, handle: (m: JsMsg) => Promise<voi
       }
       try {
         fetching = await consumer.fetch({ ...o.pullWith, max_messages: room, expires: expiresMs } as FetchMessages);
+        // stop() came while this pull was being made, with the connection down: it closed the one
+        // before. Closed now, and still read below (a closed fetch ends once its iterator is read).
+        if (stopping && down) void fetching.close();
         for await (const m of fetching) {
           take(new AckedLater(m, acks));
           fetched.wake();
