@@ -30,6 +30,8 @@ export interface ChaosOptions {
   /** Stop generating (and shrinking) after this long; the runs so far count. */
   timeLimitMs?: number;
   print?: (line: string) => void;
+  /** What the replay command must add to make the same schedules (--cluster). */
+  flags?: string;
 }
 
 export interface ChaosReport {
@@ -50,7 +52,9 @@ export async function chaos<Step>(scenario: Scenario<Step>, o: ChaosOptions): Pr
   // Each failing schedule's violations, to print with the one fast-check reports (a few: the first
   // failure and the smaller ones shrinking found).
   const broke = new Map<Step[], string[]>();
-  print(`chaos ${scenario.name}: seed ${seed}, ${o.path ? `replaying path ${o.path}` : `${o.runs} schedules`}; ${scenario.model}`);
+  print(
+    `chaos ${scenario.name}${o.flags ? ` ${o.flags}` : ""}: seed ${seed}, ${o.path ? `replaying path ${o.path}` : `${o.runs} schedules`}; ${scenario.model}`,
+  );
   try {
     const property = fc.asyncProperty(scenario.steps, async (steps) => {
       const started = Date.now();
@@ -92,7 +96,7 @@ export async function chaos<Step>(scenario: Scenario<Step>, o: ChaosOptions): Pr
         for (const s of (details.counterexample?.[0] as Step[] | undefined) ?? []) print(`  ${JSON.stringify(s)}`);
         throw details.errorInstance;
       }
-      const replay = `pnpm chaos ${scenario.name} --seed ${seed} --path ${path}`;
+      const replay = `pnpm chaos ${scenario.name} --seed ${seed} --path ${path}${o.flags ? ` ${o.flags}` : ""}`;
       report.failure = { path, steps, violations: broke.get(steps) ?? lastViolations, replay };
       print(`chaos ${scenario.name}: a schedule broke the model (shrunk in ${details.numShrinks} steps); replay with: ${replay}`);
       for (const s of steps) print(`  ${JSON.stringify(s)}`);

@@ -36,7 +36,7 @@ async function run(steps: Step[], pool: Pool): Promise<Verdict> {
   const rig = await startRig(pool, {
     role: "fanout-subscriber",
     workers: CONSUMERS.length,
-    options: (_s, i) => ({ retention: "interest", consumer: CONSUMERS[i] }),
+    options: (i) => ({ retention: "interest", consumer: CONSUMERS[i] }),
     setup: async (nc) => {
       const jsm = await jetstreamManager(nc);
       await setupStreams(jsm);

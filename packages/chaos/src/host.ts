@@ -24,7 +24,7 @@ for await (const text of createInterface({ input: process.stdin })) {
   if (!role) throw new Error(`no role ${line.role}`);
   const connection = (): Promise<NatsConnection> =>
     connect({
-      servers: line.url,
+      servers: line.url.split(","), // a cluster's nodes
       name: line.name,
       reconnectTimeWait: 100,
       maxReconnectAttempts: -1,

@@ -5,9 +5,13 @@
 //   close:   a worker's connection closes (a network fault); it connects again
 //   restart: SIGKILL nats-server, start it again on the same store
 //   wait:    let things run
+// With CHAOS_CLUSTER=1 (`pnpm chaos <pattern> --cluster`) the server is a 3-node cluster and the
+// streams R3 (NATS_REPLICAS=3), and the server's faults are a node's:
+//   restart: SIGKILL node n (the leader of a given stream one time in three), start it again on its store
+//   isolate: cut node n from the other nodes and from its clients for a while (they fail over), then heal
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { type NatsServer, sleep, startServer } from "@repo/harness";
+import { type NatsCluster, type NatsServer, sleep, startCluster, startServer } from "@repo/harness";
 import fc from "fast-check";
 import type { Line, Pool, Proc } from "./pool.js";
 
@@ -15,8 +19,13 @@ export type Fault =
   | { op: "kill"; worker: number }
   | { op: "pause"; worker: number; ms: number }
   | { op: "close"; worker: number }
-  | { op: "restart" }
+  | { op: "restart"; node?: number }
+  | { op: "isolate"; node: number; ms: number }
   | { op: "wait"; ms: number };
+
+/** A 3-node cluster and R3 streams (pnpm chaos --cluster), read when the scenarios' steps are made. */
+export const onCluster = () => process.env.CHAOS_CLUSTER === "1";
+const NODES = 3;
 
 /** The fault steps for `workers` worker processes, weighted for fast-check's oneof; a pause outlasts `ackWaitMs`. */
 export function faultSteps(workers: number, ackWaitMs: number) {
@@ -32,18 +41,31 @@ export function faultSteps(workers: number, ackWaitMs: number) {
       }),
     },
     { weight: 1, arbitrary: fc.record({ op: fc.constant("close" as const), worker }) },
-    { weight: 1, arbitrary: fc.record({ op: fc.constant("restart" as const) }) },
+    ...(onCluster()
+      ? [
+          { weight: 1, arbitrary: fc.record({ op: fc.constant("restart" as const), node: fc.integer({ min: 0, max: NODES - 1 }) }) },
+          {
+            weight: 1,
+            arbitrary: fc.record({
+              op: fc.constant("isolate" as const),
+              node: fc.integer({ min: 0, max: NODES - 1 }),
+              ms: fc.integer({ min: 1_000, max: 5_000 }),
+            }),
+          },
+        ]
+      : [{ weight: 1, arbitrary: fc.record({ op: fc.constant("restart" as const) }) }]),
     { weight: 2, arbitrary: fc.record({ op: fc.constant("wait" as const), ms: fc.integer({ min: 0, max: 800 }) }) },
   ];
 }
 
-export const isFault = (s: { op: string }): s is Fault => ["kill", "pause", "close", "restart", "wait"].includes(s.op);
+export const isFault = (s: { op: string }): s is Fault => ["kill", "pause", "close", "restart", "isolate", "wait"].includes(s.op);
 
 export interface Rig {
-  server: NatsServer;
+  /** The server's URL (a cluster's: its nodes', comma-separated). */
+  url: string;
   /** The schedule's own connection (setup, publishes, the model's reads): it reconnects after a restart. */
   nc: NatsConnection;
-  faults: { kill: number; pause: number; close: number; restart: number };
+  faults: { kill: number; pause: number; close: number; restart: number; isolate: number };
   apply(f: Fault): Promise<void>;
   /** A line to worker `i`'s process (the one running now: a killed worker's replacement); returns that process. */
   send(i: number, line: Line): Proc;
@@ -55,23 +77,33 @@ export async function startRig(
   o: {
     role: string;
     workers: number;
-    options: (server: NatsServer, worker: number) => Line;
+    options: (worker: number) => Line;
     setup: (nc: NatsConnection) => Promise<void>;
     onLine: (l: Line) => void;
   },
 ): Promise<Rig> {
-  const server = await startServer();
-  const nc = await connect({ servers: server.url, reconnectTimeWait: 100, maxReconnectAttempts: -1, timeout: 2_000 }).catch(
-    async (err: unknown) => {
-      await server.stop();
-      throw err;
-    },
-  );
+  // One server, or a cluster whose nodes and clients go through links a fault can cut.
+  const cluster: NatsCluster | undefined = onCluster() ? await startCluster({ partitions: true }) : undefined;
+  const server: NatsServer | undefined = cluster ? undefined : await startServer();
+  const url = cluster?.url ?? server!.url;
+  const stopServer = () => (cluster ? cluster.stop() : server!.stop());
+  const nc = await connect({
+    servers: url.split(","),
+    reconnectTimeWait: 100,
+    maxReconnectAttempts: -1,
+    timeout: 2_000,
+    // An isolated node's clients notice within seconds and go to another.
+    pingInterval: 1_000,
+    maxPingOut: 3,
+  }).catch(async (err: unknown) => {
+    await stopServer();
+    throw err;
+  });
   const jsm = await jetstreamManager(nc, { checkAPI: false });
   const workers: Proc[] = [];
   let generation = 0;
   const spawn = async (i: number) => {
-    const p = await pool.start(`w${i}-${generation++}`, o.role, { url: server.url, ...o.options(server, i) }, o.onLine);
+    const p = await pool.start(`w${i}-${generation++}`, o.role, { url, ...o.options(i) }, o.onLine);
     workers[i] = p;
     await p.ready;
   };
@@ -79,7 +111,7 @@ export async function startRig(
     for (const w of workers) w?.signal("SIGKILL");
     await Promise.all(workers.map((w) => w?.exited));
     await nc.close().catch(() => undefined);
-    await server.stop();
+    await stopServer();
   };
   try {
     await o.setup(nc);
@@ -88,9 +120,11 @@ export async function startRig(
     await close();
     throw err;
   }
-  const faults = { kill: 0, pause: 0, close: 0, restart: 0 };
+  const faults = { kill: 0, pause: 0, close: 0, restart: 0, isolate: 0 };
+  // Until JetStream answers again (it recovers its streams first): the schedule goes on from there.
+  const answering = () => settle(15_000, async () => Boolean(await jsm.getAccountInfo()));
   return {
-    server,
+    url,
     nc,
     faults,
     close,
@@ -101,11 +135,27 @@ export async function startRig(
     async apply(f) {
       if (f.op === "wait") return sleep(f.ms);
       faults[f.op]++;
+      if (f.op === "restart" && cluster) {
+        const node = cluster.nodes[f.node ?? 0]!;
+        await node.kill();
+        await node.restart();
+        await cluster.ready().catch(() => undefined); // a cluster that does not heal shows in the model
+        await answering();
+        return;
+      }
       if (f.op === "restart") {
-        await server.kill();
-        await server.restart();
-        // Until JetStream answers again (it recovers its streams first): the schedule goes on from there.
-        await settle(15_000, async () => Boolean(await jsm.getAccountInfo()));
+        await server!.kill();
+        await server!.restart();
+        await answering();
+        return;
+      }
+      if (f.op === "isolate") {
+        if (!cluster?.net) return; // a schedule made for a cluster, replayed on one server
+        cluster.net.isolate(cluster.nodes[f.node]!.name);
+        await sleep(f.ms);
+        cluster.net.healAll();
+        await cluster.ready().catch(() => undefined);
+        await answering();
         return;
       }
       const w = workers[f.worker]!;
