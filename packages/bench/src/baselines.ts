@@ -23,13 +23,24 @@ export async function freshStream(
 /**
  * Publishes `count` messages with a reply subject on one shared inbox, at most `window` unacked,
  * and counts the acks without matching them: what the server can ingest. With `ids`, each message
- * carries a Nats-Msg-Id (the server then checks it against the duplicate window).
+ * carries a Nats-Msg-Id (the server then checks it against the duplicate window). With `spread`, the
+ * replies go to that many subjects under the inbox, round robin, as a publisher that matches each ack
+ * to its message by its reply subject needs (one per message in flight): the server then matches
+ * many subjects, not one.
  */
-export async function rawIngest(nc: NatsConnection, subject: string, count: number, window: number, ids: boolean): Promise<number> {
+export async function rawIngest(
+  nc: NatsConnection,
+  subject: string,
+  count: number,
+  window: number,
+  ids: boolean,
+  spread = 0,
+): Promise<number> {
   const inbox = createInbox();
+  const replies = spread > 0 ? Array.from({ length: spread }, (_, i) => `${inbox}.${i}`) : [inbox];
   let acked = 0;
   let wake: (() => void) | undefined;
-  const sub = nc.subscribe(inbox, {
+  const sub = nc.subscribe(spread > 0 ? `${inbox}.*` : inbox, {
     callback: () => {
       acked++;
       wake?.();
@@ -43,7 +54,7 @@ export async function rawIngest(nc: NatsConnection, subject: string, count: numb
       h = headers();
       h.set("Nats-Msg-Id", `${run}-${sent}`);
     }
-    nc.publish(subject, PAYLOAD, { reply: inbox, headers: h });
+    nc.publish(subject, PAYLOAD, { reply: replies[sent % replies.length], headers: h });
   }
   const deadline = Date.now() + 30_000;
   while (acked < count && Date.now() < deadline)

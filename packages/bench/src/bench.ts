@@ -101,18 +101,32 @@ async function main(): Promise<number> {
       await rawIngest(nc, "bench.warm", 20_000, window, true);
       await plain.publishAll(messages(20_000));
       await checked.publishAll(messages(20_000));
-      const r = await interleaved(quick ? 1 : 5, {
-        raw: () => rawIngest(nc, "bench.raw", ctx.n, window, false),
-        ids: () => rawIngest(nc, "bench.ids", ctx.n, window, true),
-        publisher: async () => (await plain.publishAll(messages())).stored,
-        checked: async () => (await checked.publishAll(messages())).stored,
-        js: () => jsPublish(nc, "bench.js", jsN, window),
-      });
+      // Each run into an empty stream: a stream that grows over the runs (messages, and msg ids in
+      // its duplicate window) slows the later ones, whichever they are.
+      const fresh = () => freshStream(nc, "BENCH", ["bench.>"]);
+      const r = await interleaved(
+        quick ? 1 : 5,
+        {
+          raw: () => rawIngest(nc, "bench.raw", ctx.n, window, false),
+          ids: () => rawIngest(nc, "bench.ids", ctx.n, window, true),
+          spread: () => rawIngest(nc, "bench.spread", ctx.n, window, true, window + 64),
+          publisher: async () => (await plain.publishAll(messages())).stored,
+          checked: async () => (await checked.publishAll(messages())).stored,
+          js: () => jsPublish(nc, "bench.js", jsN, window),
+        },
+        fresh,
+      );
       plain.close();
       checked.close();
       for (const [k, v] of Object.entries(r)) expect(k, v.count, k === "js" ? jsN : ctx.n);
       ctx.record({ name: "ingest.raw", what: "publish + reply on a shared inbox, acks counted", ...r.raw });
       ctx.record({ name: "ingest.raw_ids", what: "the same with a Nats-Msg-Id on each", ...r.ids, ratioOf: "ingest.raw" });
+      ctx.record({
+        name: "ingest.raw_spread",
+        what: `the same, replies spread over ${window + 64} subjects (one per message in flight, as acks matched need)`,
+        ...r.spread,
+        ratioOf: "ingest.raw_ids",
+      });
       ctx.record({ name: "ingest.js_publish", what: `await js.publish(), ${window} in flight, msg ids`, ...r.js });
       ctx.record({
         name: "publisher",
@@ -121,9 +135,13 @@ async function main(): Promise<number> {
         ratioOf: "ingest.raw_ids",
         goal: 0.9,
       });
+      // The raw ingest bounds the publisher (it does the least a publisher can): where the raw ingest
+      // itself is under 4× js.publish, as on a machine whose js.publish is relatively fast, so is any
+      // publisher. Printed beside the goal, so a miss says whether the publisher or the bound missed it.
+      const bound = r.ids.count / r.ids.seconds / (r.js.count / r.js.seconds);
       ctx.record({
         name: "publisher.vs_js",
-        what: "the same run against await js.publish()",
+        what: `the same run against await js.publish() (ingest.raw_ids, the bound: ${bound.toFixed(2)}×)`,
         ...r.publisher,
         ratioOf: "ingest.js_publish",
         goal: 4,

@@ -136,12 +136,15 @@ export interface Sample {
 export async function interleaved<K extends string>(
   reps: number,
   fns: Record<K, () => Promise<number | Sample>>,
+  /** Untimed, before each run: a fresh stream, so that no run meets a bigger one than another. */
+  before?: () => Promise<void>,
 ): Promise<Record<K, Sample>> {
   const runs = {} as Record<K, Sample[]>;
   const keys = Object.keys(fns) as K[];
   for (let i = 0; i < reps; i++) {
     for (const key of [...keys.slice(i % keys.length), ...keys.slice(0, i % keys.length)]) {
       runs[key] ??= [];
+      await before?.();
       runs[key].push(await timed(fns[key]));
     }
   }
