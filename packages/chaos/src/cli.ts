@@ -30,11 +30,10 @@ async function main(): Promise<number> {
     process.stdout.write(`${usage}\n`);
     return 0;
   }
-  if (values.cluster) {
-    // Read when the scenarios make their steps (at import) and by setup (the streams' replicas).
-    process.env.CHAOS_CLUSTER = "1";
-    process.env.NATS_REPLICAS = "3";
-  }
+  // Read when the scenarios make their steps (at import) and by setup (the streams' replicas); set
+  // either way, so that neither comes from the environment without --cluster in the replay line.
+  process.env.CHAOS_CLUSTER = values.cluster ? "1" : "0";
+  process.env.NATS_REPLICAS = values.cluster ? "3" : "1";
   const { scenarios } = await import("./scenarios.js");
   const scenario = scenarios[positionals[0] ?? ""];
   if (!scenario || positionals.length !== 1) throw new UserError(usage);

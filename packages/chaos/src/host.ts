@@ -24,7 +24,8 @@ for await (const text of createInterface({ input: process.stdin })) {
   if (!role) throw new Error(`no role ${line.role}`);
   const connection = (): Promise<NatsConnection> =>
     connect({
-      servers: line.url.split(","), // a cluster's nodes
+      servers: line.url.split(","), // a cluster's nodes, the first one first (a replay meets the same)
+      noRandomize: true,
       name: line.name,
       reconnectTimeWait: 100,
       maxReconnectAttempts: -1,
