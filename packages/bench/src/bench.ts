@@ -101,6 +101,7 @@ async function main(): Promise<number> {
       await rawIngest(nc, "bench.warm", 20_000, window, true);
       await plain.publishAll(messages(20_000));
       await checked.publishAll(messages(20_000));
+      await jsPublish(nc, "bench.warm", 5_000, window);
       // Each run into an empty stream: a stream that grows over the runs (messages, and msg ids in
       // its duplicate window) slows the later ones, whichever they are.
       const fresh = () => freshStream(nc, "BENCH", ["bench.>"]);

@@ -143,9 +143,11 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   const slot = () => new Promise<void>((r) => waiting.push(r));
   const text = new TextDecoder();
   // Reply subjects are reused: a token goes back to `free` once the one answer its single send could
-  // get has come. So the server sees about `window` distinct reply subjects and its subject cache keeps
-  // hitting (a new subject per message costs it a full match each time). A token that was sent twice,
-  // timed out or was given up on is never reused: a late answer to it must find nothing.
+  // get has come. So the server sees about `window` distinct reply subjects, not a new one per message
+  // (each new subject costs it a full match and a cache insert). Its caches are smaller than the
+  // default window (512 subjects per connection, 1,024 per account), so some matches still miss: part
+  // of the gap to a raw ingest whose replies all go to one subject (packages/bench). A token
+  // that was sent twice, timed out or was given up on is never reused: a late answer must find nothing.
   const free: number[] = [];
   // The record of a reusable token is reused too, its reply subject with it: records live long, so
   // recycling them spares the garbage collector (a new one per message, kept until its ack, was most of
