@@ -129,9 +129,15 @@ export async function startRig(
   const answering = () => settle(15_000, async () => Boolean(await jsm.getAccountInfo()));
   // A cluster that does not heal after a fault fails the run (said as such), rather than letting a
   // model pass on publishes that were all refused.
+  // Healed means every stream (the KV buckets' too) has a leader again: the model reads them after
+  // the last step, and a read of a stream still electing one times out.
   const healed = async () => {
     await cluster!.ready(30_000);
-    if (!(await answering())) throw new Error("JetStream did not answer within 15 s of the cluster healing");
+    const led = await settle(30_000, async () => {
+      for await (const si of jsm.streams.list()) if (!si.cluster?.leader) return false;
+      return true;
+    });
+    if (!led) throw new Error("a stream had no leader 30 s after the cluster healed");
   };
   return {
     url,
