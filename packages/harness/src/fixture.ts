@@ -7,6 +7,7 @@ import type { Logger, Stoppable } from "@repo/kit";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll } from "vitest";
 import { type NatsServer, type ServerOptions, useServer } from "./server.js";
+import { waitFor } from "./testing.js";
 
 export interface FixtureOptions extends ServerOptions {
   /**
@@ -28,6 +29,8 @@ export interface ServerForTests {
   connect(name?: string): Promise<NatsConnection>;
   /** Stops `s` after this test, newest first, with `deadlineMs` where its stop takes one (default 10 s). */
   stopAfter<T extends Stoppable>(s: T, deadlineMs?: number): T;
+  /** Resolves once the file's connection is back (after a restart or a reconnect): a flush answered. */
+  reconnected(): Promise<void>;
 }
 
 /**
@@ -91,6 +94,17 @@ export function serverForTests(opts: FixtureOptions = {}): ServerForTests {
     stopAfter(s, deadlineMs = 10_000) {
       stoppables.push({ s, deadlineMs });
       return s;
+    },
+    async reconnected() {
+      const { nc } = started();
+      await waitFor("reconnected", async () => {
+        try {
+          await nc.flush();
+          return nc.info?.server_id !== undefined;
+        } catch {
+          return false;
+        }
+      });
     },
   };
 }

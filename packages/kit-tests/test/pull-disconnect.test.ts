@@ -24,17 +24,6 @@ async function disconnected(): Promise<void> {
   for await (const s of statuses) if (s.type === "disconnect") break;
 }
 
-async function reconnected(): Promise<void> {
-  await waitFor("reconnected", async () => {
-    try {
-      await e2e.nc.flush();
-      return true;
-    } catch {
-      return false;
-    }
-  });
-}
-
 /** A loop on consumer c that records what it handles and acks it. */
 async function instance(expiresMs: number) {
   const handled: { seq: number; delivery: number }[] = [];
@@ -65,7 +54,7 @@ describe(`the kit's pull() stopped while its connection is down, on nats-server 
     await first.serving.stop();
     const took = Date.now() - t0;
     await e2e.server.restart();
-    await reconnected();
+    await e2e.reconnected();
     await publish(3);
     const next = await instance(2_000);
     e2e.stopAfter(next.serving);
@@ -86,7 +75,7 @@ describe(`the kit's pull() stopped while its connection is down, on nats-server 
     await e2e.nc.flush(); // their acks are at the server
     const stopping = first.serving.stop(); // its pull is open at the server for up to 2 s
     await e2e.nc.reconnect(); // the connection drops and comes back (the server stays up)
-    await reconnected();
+    await e2e.reconnected();
     await sleep(300); // nats.js pulls again once it has asked for the consumer's info
     await publish(4); // a loop that is stopping must not take these: each would come back a delivery down
     await stopping;

@@ -22,14 +22,7 @@ describe(`the kit's startPulling on nats-server ${process.env.NATS_SERVER_VERSIO
       await sleep(200);
       await e2e.server.kill();
       await e2e.server.restart();
-      await waitFor("reconnected", async () => {
-        try {
-          await e2e.nc.flush();
-          return e2e.nc.info?.server_id !== undefined;
-        } catch {
-          return false;
-        }
-      });
+      await e2e.reconnected();
       await sleep(500);
       // A worker asks on while its slots seem taken: each pull expires after 1 s with a 408 (a sign of
       // life), which must not keep the lost 4 counted.
