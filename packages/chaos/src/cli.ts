@@ -6,8 +6,9 @@ import { parseArgs } from "node:util";
 import { intOption, UserError } from "@repo/kit";
 import { chaos } from "./chaos.js";
 
-const patterns = ["event-sourcing", "exactly-once", "fanout", "ordered-replay", "partitioned", "work-queue"];
-const usage = `usage: pnpm chaos <${patterns.join(" | ")}> [--runs N] [--seed S [--path P]] [--minutes M] [--cluster]
+const usageOf = (
+  patterns: string[],
+) => `usage: pnpm chaos <${patterns.join(" | ")}> [--runs N] [--seed S [--path P]] [--minutes M] [--cluster]
   --runs N     schedules to generate (default 20)
   --seed S     the seed of an earlier run: the same schedules again (with the same --cluster)
   --path P     with --seed: the one failing schedule a run printed
@@ -26,15 +27,16 @@ async function main(): Promise<number> {
       help: { type: "boolean" },
     },
   });
-  if (values.help) {
-    process.stdout.write(`${usage}\n`);
-    return 0;
-  }
   // Read when the scenarios make their steps (at import) and by setup (the streams' replicas); set
   // either way, so that neither comes from the environment without --cluster in the replay line.
   process.env.CHAOS_CLUSTER = values.cluster ? "1" : "0";
   process.env.NATS_REPLICAS = values.cluster ? "3" : "1";
   const { scenarios } = await import("./scenarios.js");
+  const usage = usageOf(Object.keys(scenarios));
+  if (values.help) {
+    process.stdout.write(`${usage}\n`);
+    return 0;
+  }
   const scenario = scenarios[positionals[0] ?? ""];
   if (!scenario || positionals.length !== 1) throw new UserError(usage);
   if (values.path && !values.seed) throw new UserError("--path needs the --seed it was printed with");

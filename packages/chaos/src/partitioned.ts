@@ -170,7 +170,7 @@ async function run(steps: Step[], pool: Pool): Promise<Verdict> {
       violations,
       counts: {
         stored: [...stored.values()].reduce((a, b) => a + b, 0),
-        applied: [...applied.values()].length,
+        applied: applied.size,
         already,
         resent,
         malformed,
