@@ -163,7 +163,7 @@ export async function connectFromEnv(name: string, extra: Partial<NodeConnection
     // only a timeout (an unreachable server is "connection refused" instead).
     if (isTlsError(err) || (opts.tls && isTimeout(err))) {
       throw new UserError(
-        `TLS with nats-server at ${where} failed (${messageOf(err)}) — set NATS_CA to the server's CA, and NATS_CERT/NATS_KEY if it verifies clients`,
+        `TLS with nats-server at ${where} failed (${messageOf(err)}) — set NATS_CA to the server's CA, and NATS_CERT/NATS_KEY if it verifies clients; for a server without TLS, use a nats:// URL and leave NATS_CA, NATS_CERT and NATS_KEY unset`,
       );
     }
     // Unset, NATS_URL is the CLI's default: say so (in the repo, most often the server a demo started

@@ -84,14 +84,15 @@ export const isAuthError = (err: unknown): boolean =>
 /**
  * TLS failed: Node's TLS errors carry OpenSSL's verify codes (UNABLE_TO_VERIFY_LEAF_SIGNATURE, ...) or
  * ERR_TLS_* / ERR_SSL_* codes (a server that wanted a client certificate answers with an alert). nats.js
- * reports a server without TLS, when TLS was asked for, as an InvalidArgumentError about "tls" (no code
- * of its own: the message is all there is).
+ * reports a server without TLS, when TLS was asked for, as a ConnectionError "server does not support
+ * 'tls'" (and a TLS upgrade that did not happen as an InvalidArgumentError about "tls"): no code of
+ * their own, so the message is all there is.
  */
 export function isTlsError(err: unknown): boolean {
   return someCause(err, (e) => {
     const code = String((e as { code?: unknown }).code ?? "");
     if (/^(ERR_TLS_|ERR_SSL_)|CERT|SELF_SIGNED|UNABLE_TO_(VERIFY|GET_ISSUER)|HOSTNAME/.test(code)) return true;
-    return e instanceof errors.InvalidArgumentError && /\btls\b/i.test(e.message);
+    return (e instanceof errors.ConnectionError || e instanceof errors.InvalidArgumentError) && /\btls\b/i.test(e.message);
   });
 }
 
