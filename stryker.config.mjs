@@ -15,6 +15,9 @@ const files = process.env.MUTATE?.split(",") ?? [
   "packages/kit/src/stream.ts",
 ];
 
+// Reports by what was mutated: kit.json for the whole kit, errors.json for MUTATE=…/errors.ts, and so on.
+const report = process.env.MUTATE ? files.map((f) => f.replace(/^.*\/|\.ts.*$/g, "")).join("+") : "kit";
+
 export default {
   testRunner: "vitest",
   // pnpm keeps the runner out of the core's sight: name it by where it is.
@@ -27,8 +30,11 @@ export default {
   coverageAnalysis: "perTest",
   timeoutMS: 30_000,
   reporters: ["clear-text", "progress", "json"],
-  jsonReporter: { fileName: `.cache/mutation/${process.env.MUTATE ? "some" : "kit"}.json` },
+  jsonReporter: { fileName: `.cache/mutation/${report}.json` },
   tempDirName: ".cache/stryker-tmp",
+  // A run again tests only the mutants whose code or covering tests changed since the last (FULL=1: all).
+  incremental: !process.env.FULL,
+  incrementalFile: `.cache/mutation/${report}-incremental.json`,
   cleanTempDir: "always",
   ignoreStatic: true,
   thresholds: { high: 90, low: 80, break: null },
