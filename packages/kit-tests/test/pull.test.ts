@@ -3,7 +3,7 @@
 // error never ends the loop, and with keyOf a message whose handler failed is never overtaken by a
 // later message of its key.
 import { AckPolicy, type JsMsg, jetstream } from "@nats-io/jetstream";
-import { connect, nanos } from "@nats-io/transport-node";
+import { connect, headers, nanos } from "@nats-io/transport-node";
 import { serverForTests, sleep, waitFor } from "@repo/harness";
 import { createLogger, pull, type Serving } from "@repo/kit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -174,6 +174,61 @@ describe("the kit's pull() acks, sent together at the end of a turn of the event
     await sleep(1_500);
     expect(next.filter((seq) => first.has(seq))).toEqual([]);
     expect([...first, ...next].sort((a, b) => a - b)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+  });
+});
+
+describe("the kit's pull() hands the handler the message as nats.js gave it", () => {
+  it("the same subject, data, headers, sequence, delivery info and times as stored; ackAck true once, false after an ack", async () => {
+    const h = headers();
+    h.set("Order", "o-1");
+    await jetstream(e2e.nc).publish("pulled.seen", JSON.stringify({ n: 1 }), { headers: h });
+    await jetstream(e2e.nc).publish("pulled.seen", "second");
+    const stored = await e2e.jsm.streams.getMessage("PULLED", { seq: 1 });
+    const seen: Record<string, unknown>[] = [];
+    await start(async (m) => {
+      if (m.seq === 1) {
+        seen.push({
+          subject: m.subject,
+          data: new TextDecoder().decode(m.data),
+          string: m.string(),
+          json: m.json(),
+          order: m.headers?.get("Order"),
+          seq: m.seq,
+          stream: m.info.stream,
+          redelivered: m.redelivered,
+          sid: typeof m.sid === "number" && m.sid > 0,
+          time: m.time.getTime(),
+          timestamp: m.timestamp,
+          nanos: typeof m.timestampNanos === "bigint" && m.timestampNanos > 0n,
+          ackAck: await m.ackAck(), // confirmed by the server
+        });
+        return;
+      }
+      m.ack(); // sent at the end of this turn: an ackAck now is a second answer, and the first counts
+      seen.push({ seq: m.seq, ackAck: await m.ackAck() });
+    }, {});
+    await waitFor("both handled", () => seen.length >= 2, { timeoutMs: 5_000 });
+    expect(seen).toEqual([
+      {
+        subject: "pulled.seen",
+        data: '{"n":1}',
+        string: '{"n":1}',
+        json: { n: 1 },
+        order: "o-1",
+        seq: 1,
+        stream: "PULLED",
+        redelivered: false,
+        sid: true,
+        time: stored.time.getTime(),
+        timestamp: stored.time.toISOString(),
+        nanos: true,
+        ackAck: true,
+      },
+      { seq: 2, ackAck: false },
+    ]);
+    await sleep(1_500); // past the 1 s ack_wait: both stay acked, neither comes again
+    const info = await e2e.jsm.consumers.info("PULLED", "c");
+    expect([info.num_ack_pending, info.num_redelivered, info.delivered.consumer_seq]).toEqual([0, 0, 2]);
   });
 });
 
