@@ -183,7 +183,7 @@ describe("the kit's pull() hands the handler the message as nats.js gave it", ()
     h.set("Order", "o-1");
     await jetstream(e2e.nc).publish("pulled.seen", JSON.stringify({ n: 1 }), { headers: h });
     await jetstream(e2e.nc).publish("pulled.seen", "second");
-    const stored = await e2e.jsm.streams.getMessage("PULLED", { seq: 1 });
+    const stored = (await e2e.jsm.streams.getMessage("PULLED", { seq: 1 }))!;
     const seen: Record<string, unknown>[] = [];
     await start(async (m) => {
       if (m.seq === 1) {

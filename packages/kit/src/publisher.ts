@@ -263,9 +263,6 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     Math.max(1, Math.min(100, timeoutMs)),
   );
 
-  const room = async () => {
-    while (inFlight.size >= limit && !closed) await slot();
-  };
   const flush = () => (inFlight.size === 0 ? Promise.resolve() : new Promise<void>((r) => idle.push(r)));
   // Built at each send rather than kept: a message waiting for its ack holds as little as possible.
   const headersFor = (msg: OutgoingMessage): MsgHdrs | undefined => {
@@ -293,8 +290,10 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     inFlight.set(t, f);
     send(t, f);
   };
-  const publish = async (msg: OutgoingMessage): Promise<PublishResult> => {
-    await room();
+  // The check for a free slot and the start are one step, with no await between them: publishes
+  // called together would each see the slot free before any of them took it.
+  const publish = (msg: OutgoingMessage): Promise<PublishResult> => {
+    if (inFlight.size >= limit && !closed) return slot().then(() => publish(msg));
     return new Promise<PublishResult>((resolve) =>
       start(msg, (f, seq, ending, error, code) => resolve(result(f, seq, ending, error, code))),
     );
