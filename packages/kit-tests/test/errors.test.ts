@@ -9,6 +9,7 @@ import {
   ApiCodes,
   apiCode,
   connectFromEnv,
+  createPublisher,
   explain,
   isAuthError,
   isJetStreamNotEnabled,
@@ -169,6 +170,16 @@ describe("a user whose permissions refuse some subjects", () => {
     await nc.flush();
     await sleep(300);
     expect(refusals.get("forbidden.later")).toBeUndefined();
+  });
+
+  it("the publisher fails a publish this user may not make at its next sweep, with the line that says so, sent once", async () => {
+    const publisher = createPublisher(nc, { timeoutMs: 5_000, attempts: 5 });
+    const start = Date.now();
+    const result = await publisher.publish({ subject: "forbidden.orders", data: new Uint8Array(1), id: "o-1" });
+    publisher.close();
+    expect(Date.now() - start).toBeLessThan(2_000); // not after its timeout, nor after five attempts
+    expect(result).toMatchObject({ seq: 0, attempts: 1 });
+    expect(result.error).toMatch(/^not permitted: this user may not publish to forbidden\.orders — /);
   });
 
   it("a wrong password is an authorization error, and not a TLS one", async () => {

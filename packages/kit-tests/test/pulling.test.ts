@@ -2,9 +2,9 @@
 // pulls the server holds, across a server restart too. And pullIntoSlots on it: never more in hand
 // than its slots, each kept alive past ack_wait, and at a stop deadline only what is held handed back.
 import { AckPolicy, jetstream } from "@nats-io/jetstream";
-import { nanos } from "@nats-io/transport-node";
+import { headers, nanos } from "@nats-io/transport-node";
 import { serverForTests, sleep, waitFor } from "@repo/harness";
-import { type Delivery, type Hand, pullIntoSlots, type SlotsOptions, startPulling } from "@repo/kit";
+import { type Delivery, type Hand, pullIntoSlots, type SlotsOptions, startPulling, versionAtLeast } from "@repo/kit";
 import { beforeAll, describe, expect, it } from "vitest";
 
 const e2e = serverForTests({ reconnect: true });
@@ -34,6 +34,104 @@ describe(`the kit's startPulling on nats-server ${process.env.NATS_SERVER_VERSIO
     } finally {
       await puller.close();
     }
+  });
+});
+
+describe("a Delivery's answers (the work queue's own acks, on its long-lived inbox)", () => {
+  /** Each delivery of ANSWERS's consumer `c` to `onJob`, through a startPulling asking one at a time. */
+  const deliveries = (onJob: (d: Delivery) => void) => {
+    const puller = startPulling(e2e.nc, {
+      stream: "ANSWERS",
+      consumer: "c",
+      expiresMs: 1_000,
+      onJob: (d) => {
+        onJob(d);
+        puller.ask(1);
+      },
+      onChange: () => {
+        if (puller.asked === 0) puller.ask(1);
+      },
+    });
+    puller.ask(1);
+    return puller;
+  };
+  const fresh = async (...bodies: string[]) => {
+    await e2e.jsm.streams.delete("ANSWERS").catch(() => {});
+    await e2e.jsm.streams.add({ name: "ANSWERS", subjects: ["answers.>"] });
+    await e2e.jsm.consumers.add("ANSWERS", { durable_name: "c", ack_policy: AckPolicy.Explicit, ack_wait: nanos(30_000) });
+    const h = headers();
+    h.set("Job", "j-1");
+    for (const b of bodies) await jetstream(e2e.nc).publish("answers.x", b, { headers: h });
+  };
+
+  it("nak(delay) brings it back after the delay, a plain nak() at once; the first answer is the one that counts", async (ctx) => {
+    // nats-server 2.9.10, in 2 of 4 runs here: the message nak'd with a delay did not come back within
+    // 4 s, and the other one came again as a first delivery. Not the kit's to fix; noted, not tested.
+    if (!versionAtLeast(e2e.version, "2.10.0")) return ctx.skip("a nak with a delay on 2.9.10: see above");
+    await fresh("a", "b");
+    const seen: { seq: number; delivery: number; at: number; subject: string; data: string; job?: string }[] = [];
+    const puller = deliveries((d) => {
+      seen.push({
+        seq: d.seq,
+        delivery: d.deliveryCount,
+        at: Date.now(),
+        subject: d.subject,
+        data: new TextDecoder().decode(d.data),
+        job: d.headers?.get("Job"),
+      });
+      if (d.deliveryCount > 1) return d.ack();
+      if (d.seq === 1) d.nak(1_000);
+      else d.nak();
+      d.ack(); // a second answer: not sent
+      d.working();
+    });
+    try {
+      await waitFor("both back", () => seen.length >= 4, { timeoutMs: 5_000, detail: () => seen });
+      await sleep(300);
+    } finally {
+      await puller.close();
+    }
+    const of = (seq: number) => seen.filter((x) => x.seq === seq);
+    expect(of(1).map((x) => x.delivery)).toEqual([1, 2]);
+    expect(of(2).map((x) => x.delivery)).toEqual([1, 2]);
+    expect(of(1)[1]!.at - of(1)[0]!.at).toBeGreaterThanOrEqual(950);
+    expect(of(2)[1]!.at - of(2)[0]!.at).toBeLessThan(900);
+    expect(seen[0]).toMatchObject({ subject: "answers.x", data: "a", job: "j-1" });
+    expect((await e2e.jsm.consumers.info("ANSWERS", "c")).num_ack_pending).toBe(0);
+  });
+
+  it("term(reason) ends it for good, the reason in the server's advisory (2.10.4+); ackAck() is confirmed once, false after an answer", async () => {
+    await fresh("a", "b");
+    const advisories = e2e.nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.ANSWERS.c");
+    const acked: boolean[] = [];
+    const seen: number[] = [];
+    const puller = deliveries(async (d) => {
+      seen.push(d.seq);
+      if (d.seq === 1) {
+        // Older servers take only a bare +TERM (serve.ts terminate() sends that); with a reason they ignore it.
+        if (versionAtLeast(e2e.version, "2.10.4")) d.term("bad job");
+        else d.term();
+        acked.push(await d.ackAck());
+      } else {
+        acked.push(await d.ackAck(), await d.ackAck());
+      }
+    });
+    try {
+      await waitFor("both answered", () => acked.length >= 3, { timeoutMs: 5_000 });
+      const advisory = await (async () => {
+        for await (const m of advisories) return m.json<{ stream_seq: number; reason?: string }>();
+        throw new Error("no advisory");
+      })();
+      expect(advisory.stream_seq).toBe(1);
+      if (versionAtLeast(e2e.version, "2.10.4")) expect(advisory.reason).toBe("bad job");
+      await sleep(300);
+    } finally {
+      advisories.unsubscribe();
+      await puller.close();
+    }
+    expect(acked).toEqual([false, true, false]);
+    expect(seen).toEqual([1, 2]);
+    expect((await e2e.jsm.consumers.info("ANSWERS", "c")).num_ack_pending).toBe(0);
   });
 });
 
