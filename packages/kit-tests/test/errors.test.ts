@@ -59,7 +59,7 @@ describe("JetStream's answers", () => {
 
   it("worth another try: 503, 429, a msg id being stored (10158), no responders, a timeout; nothing else", async () => {
     expect(isTransient(answered(503, 10008, "JetStream system temporarily unavailable"))).toBe(true);
-    expect(isTransient(answered(429, 10173, "ingest queue full"))).toBe(true);
+    expect(isTransient(answered(429, 10167, "too many requests"))).toBe(true);
     expect(isTransient(answered(409, ApiCodes.DuplicateInProcess, "duplicate message id is in process"))).toBe(true);
     expect(isTransient(answered(400, ApiCodes.StreamWrongLastSequence, "wrong last sequence: 1"))).toBe(false);
     expect(isTransient(answered(409, ApiCodes.WrongLastSequenceInProcess, "wrong last sequence in process"))).toBe(false);
