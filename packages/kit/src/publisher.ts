@@ -57,14 +57,14 @@ export interface Tally {
 }
 
 export interface Publisher {
-  /** Resolves when the message is acked or has failed for good; never rejects. Waits first when the window is full. */
+  /** Resolves when the message is acked or has failed for good; never rejects. Waits first, in call order, when the window is full. */
   publish(msg: OutgoingMessage): Promise<PublishResult>;
   /**
    * Publishes all (any iterable: a generator of a million is never all in memory), keeping the window
    * full; each result goes to `onResult` with its index. Resolves when every one has its result.
    */
   publishAll(msgs: Iterable<OutgoingMessage>, onResult?: (r: PublishResult, index: number) => void): Promise<Tally>;
-  /** Resolves when nothing is in flight: every publish so far has its result. */
+  /** Resolves when every publish() so far has its result (those that waited for a slot too), and nothing is in flight. */
   flush(): Promise<void>;
   /** Stops: publishes still waiting for an ack resolve with an error. */
   close(): void;
@@ -138,6 +138,10 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
   const maxAttempts = opts.attempts ?? 5;
   const inbox = inboxFor(nc);
   const inFlight = new Map<number, InFlight>();
+  // publish() calls waiting for a slot, in call order; publishAll waits in `waiting` instead (it holds
+  // one message at a time, and takes the next from its iterable only once that one has started).
+  const queued: { msg: OutgoingMessage; done: Done }[] = [];
+  let pumping = false;
   const waiting: (() => void)[] = [];
   const idle: (() => void)[] = [];
   const slot = () => new Promise<void>((r) => waiting.push(r));
@@ -175,8 +179,24 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     if (!f) return; // a late ack of a resent message: the first answer won
     inFlight.delete(t);
     f.done(f, seq, ending, error, code);
+    pump(); // before the idle check: a queued publish starts now, in this step
     waiting.shift()?.();
-    if (inFlight.size === 0) for (const w of idle.splice(0)) w();
+    if (inFlight.size === 0 && queued.length === 0) for (const w of idle.splice(0)) w();
+  };
+  // Starts queued publishes while there is room (the limit may have grown since the last): called at
+  // every finish, so none waits for a wake it missed. A send that fails at once finishes inside the
+  // loop, which must not start a second loop.
+  const pump = () => {
+    if (pumping) return;
+    pumping = true;
+    try {
+      while (queued.length > 0 && (inFlight.size < limit || closed)) {
+        const q = queued.shift()!;
+        start(q.msg, q.done);
+      }
+    } finally {
+      pumping = false;
+    }
   };
   const fail = (t: number, why: string, code?: number) => finish(t, 0, Failed, why, code);
   // The server answered: a token sent once can be reused now that its one answer has come.
@@ -263,7 +283,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     Math.max(1, Math.min(100, timeoutMs)),
   );
 
-  const flush = () => (inFlight.size === 0 ? Promise.resolve() : new Promise<void>((r) => idle.push(r)));
+  const flush = () => (inFlight.size === 0 && queued.length === 0 ? Promise.resolve() : new Promise<void>((r) => idle.push(r)));
   // Built at each send rather than kept: a message waiting for its ack holds as little as possible.
   const headersFor = (msg: OutgoingMessage): MsgHdrs | undefined => {
     if (!msg.id && !opts.stream) return msg.headers;
@@ -290,14 +310,14 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     inFlight.set(t, f);
     send(t, f);
   };
-  // The check for a free slot and the start are one step, with no await between them: publishes
-  // called together would each see the slot free before any of them took it.
-  const publish = (msg: OutgoingMessage): Promise<PublishResult> => {
-    if (inFlight.size >= limit && !closed) return slot().then(() => publish(msg));
-    return new Promise<PublishResult>((resolve) =>
-      start(msg, (f, seq, ending, error, code) => resolve(result(f, seq, ending, error, code))),
-    );
-  };
+  // Starts now if there is room and nobody is queued before it, else queues (pump() starts it): the
+  // check and the start are one step, so publishes called together never pass the window.
+  const publish = (msg: OutgoingMessage): Promise<PublishResult> =>
+    new Promise<PublishResult>((resolve) => {
+      const done: Done = (f, seq, ending, error, code) => resolve(result(f, seq, ending, error, code));
+      if (queued.length === 0 && (inFlight.size < limit || closed)) start(msg, done);
+      else queued.push({ msg, done });
+    });
 
   return {
     publish,
@@ -327,6 +347,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
       sub.unsubscribe();
       refusals.stop();
       for (const t of [...inFlight.keys()]) fail(t, "publisher closed before the ack");
+      pump(); // what is queued ends as "publisher closed"
       for (const w of waiting.splice(0)) w();
     },
   };
