@@ -179,7 +179,7 @@ export function createPublisher(nc: NatsConnection, opts: PublisherOptions = {})
     if (!f) return; // a late ack of a resent message: the first answer won
     inFlight.delete(t);
     f.done(f, seq, ending, error, code);
-    pump(); // before the idle check: a queued publish starts now, in this step
+    if (queued.length > 0) pump(); // before the idle check: a queued publish starts now, in this step
     waiting.shift()?.();
     if (inFlight.size === 0 && queued.length === 0) for (const w of idle.splice(0)) w();
   };
