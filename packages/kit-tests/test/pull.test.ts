@@ -5,7 +5,7 @@
 import { AckPolicy, type JsMsg, jetstream } from "@nats-io/jetstream";
 import { connect, headers, nanos } from "@nats-io/transport-node";
 import { serverForTests, sleep, waitFor } from "@repo/harness";
-import { createLogger, pull, type Serving } from "@repo/kit";
+import { createLogger, MalformedPayload, pull, type Serving, versionAtLeast } from "@repo/kit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
 const e2e = serverForTests();
@@ -174,6 +174,65 @@ describe("the kit's pull() acks, sent together at the end of a turn of the event
     await sleep(1_500);
     expect(next.filter((seq) => first.has(seq))).toEqual([]);
     expect([...first, ...next].sort((a, b) => a - b)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+  });
+});
+
+describe("the kit's pull() and a message that can never succeed, or must wait for its key", () => {
+  it("ends a malformed message with its reason (term; the reason from 2.10.4), holds nothing behind it, and goes on", async () => {
+    await e2e.jsm.consumers.add("PULLED", { durable_name: "slow", ack_policy: AckPolicy.Explicit, ack_wait: nanos(30_000) });
+    for (const s of ["bad", "a.2"]) await jetstream(e2e.nc).publish("pulled.a", s);
+    const advisories = e2e.nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.PULLED.slow");
+    const handled: { what: string; delivery: number }[] = [];
+    const consumer = await jetstream(e2e.nc).consumers.get("PULLED", "slow");
+    running.push(
+      await pull(
+        consumer,
+        async (m) => {
+          handled.push({ what: m.string(), delivery: m.info.deliveryCount });
+          if (m.string() === "bad") throw new MalformedPayload("not an order");
+          m.ack();
+        },
+        { nc: e2e.nc, log, who: { test: "malformed" }, keyOf: (m) => m.subject, retryMs: 200 },
+      ),
+    );
+    const advisory = await (async () => {
+      for await (const m of advisories) return m.json<{ stream_seq: number; reason?: string }>();
+      throw new Error("no advisory");
+    })();
+    advisories.unsubscribe();
+    expect(advisory.stream_seq).toBe(1);
+    if (versionAtLeast(e2e.version, "2.10.4")) expect(advisory.reason).toBe("malformed: not an order");
+    await waitFor("a.2 handled", () => handled.length >= 2, { timeoutMs: 5_000 });
+    await sleep(500);
+    expect(handled).toEqual([
+      { what: "bad", delivery: 1 },
+      { what: "a.2", delivery: 1 }, // not held behind the malformed one of its key
+    ]);
+    expect((await e2e.jsm.consumers.info("PULLED", "slow")).num_ack_pending).toBe(0);
+  });
+
+  it("hands a message held behind its key back with the retry delay, not its ack_wait: all handled in seconds", async () => {
+    await e2e.jsm.consumers.add("PULLED", { durable_name: "slow", ack_policy: AckPolicy.Explicit, ack_wait: nanos(30_000) });
+    for (const s of ["a.1", "a.2", "a.3"]) await jetstream(e2e.nc).publish("pulled.a", s);
+    const handled: string[] = [];
+    let failed = false;
+    const consumer = await jetstream(e2e.nc).consumers.get("PULLED", "slow");
+    running.push(
+      await pull(
+        consumer,
+        async (m) => {
+          if (m.string() === "a.1" && !failed) {
+            failed = true;
+            throw new Error("a.1 fails once");
+          }
+          handled.push(m.string());
+          m.ack();
+        },
+        { nc: e2e.nc, log, who: { test: "held" }, keyOf: (m) => m.subject, retryMs: 200 },
+      ),
+    );
+    await waitFor("3 handled", () => handled.length >= 3, { timeoutMs: 10_000, detail: () => handled });
+    expect(handled).toEqual(["a.1", "a.2", "a.3"]);
   });
 });
 
